@@ -9,6 +9,7 @@ N and at 2N are point values of the same function up to the aliasing of the nonl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -27,6 +28,12 @@ def frequency_rows(size: int, modes: int) -> torch.Tensor:
     with m = min(modes, ⌊(size − 1)/2⌋ + 1): those the grid resolves without a Nyquist alias."""
     kept = min(modes, (size - 1) // 2 + 1)
     return torch.cat([torch.arange(kept), torch.arange(size - kept + 1, size)])
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_on(size: int, modes: int, device: str) -> torch.Tensor:
+    """frequency_rows(size, modes) on `device`, built once per (size, modes, device)."""
+    return frequency_rows(size, modes).to(device)
 
 
 def grid_features(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -60,9 +67,9 @@ class SpectralConv2d(nn.Module):
         dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
         with torch.autocast(v.device.type, enabled=False):
             coeffs = torch.fft.rfft2(v.to(dtype), norm="forward")
-            rows = frequency_rows(height, self.modes).to(v.device)
+            rows = _rows_on(height, self.modes, str(v.device))
             cols = min(self.modes, (width - 1) // 2 + 1)
-            weight_rows = frequency_rows(2 * self.modes - 1, (rows.numel() + 1) // 2).to(v.device)
+            weight_rows = _rows_on(2 * self.modes - 1, (rows.numel() + 1) // 2, str(v.device))
             weight = torch.view_as_complex(self.weight.to(dtype)[weight_rows, :cols].contiguous())
             selected = coeffs[:, :, rows, :cols]
             mixed = torch.einsum("bixy,xyio->boxy", selected, weight)
