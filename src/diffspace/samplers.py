@@ -1,4 +1,7 @@
-"""Samplers: plain functions with one signature, for any process with the Gaussian-family interface.
+"""Samplers: plain functions with one signature. Those here serve every process with the
+continuous-state interface below (Gaussian and multivariate diffusions); `SAMPLERS` also holds
+the Blackout samplers (`diffspace.blackout_samplers`, same signature), and
+`diffspace.processes.SAMPLERS_BY_KIND` says which fit which process kind.
 
     sampler(process, net, shape, steps, generator=None, *, callback=None, cond=None,
             rho=1.0, t_end=0.0, denoise=True) -> SampleResult
