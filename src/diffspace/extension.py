@@ -22,7 +22,7 @@ from torch import Tensor
 
 from diffspace.noise import gaussian_noise
 from diffspace.processes.gaussian import GaussianDiffusion
-from diffspace.samplers import SampleResult, time_grid
+from diffspace.samplers import SampleResult, euler_maruyama_step, time_grid
 from diffspace.spaces import PixelBasis
 
 
@@ -67,9 +67,7 @@ def inpaint(
     z = replace(z, grid[0])
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
-        drift, g = process.reverse_sde(net, z, t.expand(batch), cond)
-        noise = gaussian_noise(tuple(z.shape), generator, device, dtype)
-        z = replace(z - (t - s) * drift + torch.sqrt(t - s) * g * noise, s)
+        z = replace(euler_maruyama_step(process, net, z, t, s, generator, cond), s)
     z = torch.where(mask, z0, process.denoise(net, z, grid[-1].expand(batch), cond))
     return SampleResult(process.from_state(z), steps + 1)
 

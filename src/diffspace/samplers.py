@@ -9,7 +9,7 @@ the Blackout samplers (`diffspace.blackout_samplers`, same signature), and
 They integrate from t = 1 (state z ~ process.prior_sample) down to t_end on the grid
 t_i = t_end + (1 − t_end)(1 − i/N)^ρ (ρ = 1 uniform; ρ > 1 refines near t_end), then
 optionally apply one denoising step ẑ₀ = E[z₀ | z_t_end]. The process supplies
-`reverse_sde`, `pf_ode_velocity`, `score`, `denoise`, `prior_sample`, `state_shape`,
+`reverse_sde`, `diffusion_noise`, `pf_ode_velocity`, `score`, `denoise`, `prior_sample`, `state_shape`,
 `from_state`. The callback receives {"i": step, "t": time reached, "x": state}.
 """
 
@@ -79,12 +79,12 @@ def _finish(process: Any, counted: _CountingNet, z: Tensor, t: Tensor, denoise: 
     return SampleResult(process.from_state(z), counted.calls)
 
 
-def _euler_maruyama_step(process: Any, net: _CountingNet, z: Tensor, t: Tensor, s: Tensor, generator, cond) -> Tensor:
-    """z_s = z_t − h f̄(z_t, t) + g √h ξ with h = t − s (f̄ the reverse drift, g the diffusion; a
-    process whose g is a matrix applies it to ξ with its own `diffusion_noise(g, ξ)`)."""
+def euler_maruyama_step(process: Any, net: Callable[..., Tensor], z: Tensor, t: Tensor, s: Tensor, generator,
+                        cond) -> Tensor:
+    """z_s = z_t − h f̄(z_t, t) + √h g ξ with h = t − s (f̄ the reverse drift, g ξ the process's
+    `diffusion_noise(g, ξ)`: a per-component scale or a per-pixel matrix)."""
     drift, g = process.reverse_sde(net, z, t.expand(z.shape[0]), cond)
-    noise = gaussian_noise(tuple(z.shape), generator, z.device, z.dtype)
-    noise = process.diffusion_noise(g, noise) if hasattr(process, "diffusion_noise") else g * noise
+    noise = process.diffusion_noise(g, gaussian_noise(tuple(z.shape), generator, z.device, z.dtype))
     return z - (t - s) * drift + torch.sqrt(t - s) * noise
 
 
@@ -110,7 +110,7 @@ def euler_maruyama(
     """Euler–Maruyama on the reverse SDE: z_s = z_t − h f̄(z_t, t) + g √h ξ, h = t − s."""
     counted, z, grid, cond = _setup(process, net, shape, steps, generator, cond, rho, t_end)
     for i in range(steps):
-        z = _euler_maruyama_step(process, counted, z, grid[i], grid[i + 1], generator, cond)
+        z = euler_maruyama_step(process, counted, z, grid[i], grid[i + 1], generator, cond)
         _report(callback, i, grid[i + 1], z)
     return _finish(process, counted, z, grid[-1], denoise, cond)
 
@@ -167,7 +167,7 @@ def predictor_corrector(
     batch = z.shape[0]
     for i in range(steps):
         s = grid[i + 1]
-        z = _euler_maruyama_step(process, counted, z, grid[i], s, generator, cond)
+        z = euler_maruyama_step(process, counted, z, grid[i], s, generator, cond)
         for _ in range(corrector_steps):
             score = process.score(counted, z, s.expand(batch), cond)
             noise = gaussian_noise(tuple(z.shape), generator, z.device, z.dtype)

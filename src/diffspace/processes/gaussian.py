@@ -219,6 +219,10 @@ class GaussianDiffusion(nn.Module):
         drift = -0.5 * level.dgamma * level.sigma**2 * z + level.dgamma * level.sigma * eps
         return drift, (level.dgamma * level.sigma**2).sqrt()
 
+    def diffusion_noise(self, g: Tensor, noise: Tensor) -> Tensor:
+        """g ξ: the reverse SDE's per-component diffusion scale applied to white noise."""
+        return g * noise
+
     def pf_ode_velocity(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
         """Probability-flow ODE: dz/dt = −½γ′σ² z + ½γ′σ ε̂."""
         cond, softness = self.conditioning(cond, z.shape[0], z.device)
