@@ -28,12 +28,9 @@ benchmarks/results/blackout-<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -43,7 +40,7 @@ from diffspace.data import DataConfig, load_dataset
 from diffspace.samplers import SAMPLERS
 from diffspace.training import train
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from records import device_name, write_record
 PRESETS = ("blackout-binarized-mnist", "blackout-mnist")
 SAMPLER_NAMES = ("binomial_bridge", "tau_leaping", "stochastic_rounding")
 COMPARED = ("binomial_bridge", "tau_leaping")
@@ -184,8 +181,7 @@ def main() -> None:
         print(f"{row['sampler']:<20} {row['network']:<10} {row['batch']:>5} {row['steps']:>5} {row['images_per_sec']:>10.2f}")
     rows = [row for preset in args.presets for row in quality(preset, args, args.data_dir)]
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    name = torch.cuda.get_device_name() if on_gpu else platform.processor() or platform.machine()
-    record = {"device": args.device, "device_name": name, "torch": torch.__version__,
+    record = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_average_1_5_15min": load,
               "budget": {"train_steps": args.train_steps, "train_batch": args.train_batch, "lr": args.lr,
                          "warmup_steps": args.warmup, "samples": args.samples, "test_items": args.test_items},
@@ -193,10 +189,7 @@ def main() -> None:
               "scores": "nll_bits_per_dim = NLL bound on test images; hist_tv and mean_image_rmse are "
                         "classifier-free proxies (no FID yet)",
               "throughput": throughput, "quality": rows}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"blackout-{args.device}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record("blackout", args.device, record)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,8 @@ Prints a table and writes benchmarks/results/mdm-<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -32,7 +29,7 @@ from diffspace.data import DataConfig, load_dataset
 from diffspace.processes.multivariate import dataset_bpd
 from diffspace.training import train
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from records import device_name, write_record
 DIFFUSIONS = ("vp", "cld", "malda", "learned2")
 SMALL_NET = ["model.channels=16", "model.channel_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=7"]
 
@@ -109,14 +106,10 @@ def main() -> None:
         print(f"{name:<10} {row['num_vars']:>2} {row['bpd']:>8.3f} ± {row['bpd_se']:.3f} "
               f"{row['bpd_no_offset']:>8.3f} ± {row['bpd_no_offset_se']:.3f} {row['step_ms']:>9.1f} "
               f"{row['kernel_ms']:>9.2f} {100 * row['kernel_share']:>6.2f}%", flush=True)
-    device_name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
-    record = {"device": device, "device_name": device_name, "torch": torch.__version__,
+    record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "net": "paper" if args.paper_net else " ".join(SMALL_NET),
               "lr": args.lr, "seed": args.seed, "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"mdm-{device}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record("mdm", device, record)
 
 
 if __name__ == "__main__":

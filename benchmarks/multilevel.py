@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from diffspace.processes import build_process
 from diffspace.training.distributed import World
 from diffspace.training.loop import Trainer
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from records import device_name, record_path, write_record
 
 #: case → (preset, CPU-size overrides, fine resolution, steps, coarse fraction of the steps)
 CASES: dict[str, tuple[str, list[str], int, int, float]] = {
@@ -207,8 +206,7 @@ def main() -> None:
     parser.add_argument("--throughput-steps", type=int, default=5, help="timed EM steps at 64×64 (scaled to 200)")
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    record = {"device": device, "device_name": torch.cuda.get_device_name() if device == "cuda"
-              else platform.processor() or platform.machine(), "torch": torch.__version__,
+    record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "full": args.full, "sample_steps": args.sample_steps,
               "samples": args.samples, "cases": [], "throughput": None}
     for case in args.cases.split(","):
@@ -220,14 +218,12 @@ def main() -> None:
     print(f"FNO {t['fno']} ({t['params_M']}M params), batch 128 on {device}: "
           f"train {t['train_images_per_sec_32']} images/s at 32×32; "
           f"sample {t['sample_images_per_sec_64_200_steps']} images/s at 64×64 with 200 EM steps")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"multilevel-{device}.json"
+    path = record_path("multilevel", device)
     if path.is_file():  # keep the cases of an earlier run that this one did not repeat
         ran = {case["case"] for case in record["cases"]}
         earlier = [case for case in json.loads(path.read_text())["cases"] if case["case"] not in ran]
         record["cases"] = earlier + record["cases"]
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record("multilevel", device, record)
 
 
 def print_case(result: dict) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from records import device_name, write_record
 
 #: name → (preset, extra overrides, per-image shape C×H×W, levels)
 CASES: dict[str, tuple[str, list[str], tuple[int, int, int], int | None]] = {
@@ -113,15 +112,11 @@ def main() -> None:
             else:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(format_row(rows[-1]), flush=True)
-        name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
-        record = {"device": device, "device_name": name, "torch": torch.__version__,
+        record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
                   "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                   "load_average_1min": [load_before, os.getloadavg()[0]],
                   "steps": args.steps, "warmup": args.warmup, "results": rows}
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"train_throughput-{device}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {path}")
+        write_record("train_throughput", device, record)
 
 
 def format_row(row: dict[str, object]) -> str:
