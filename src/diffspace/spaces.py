@@ -17,6 +17,7 @@ DCT and Fourier labels share units, so a spectrum λ(|k|) means the same in both
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 from pathlib import Path
@@ -32,22 +33,23 @@ def _check_batch(x: Tensor) -> None:
         raise ValueError(f"bases act on batches shaped (B, C, H, W); got shape {tuple(x.shape)}")
 
 
-class Basis(nn.Module):
-    """An orthonormal change of coordinates c = U x acting on (B, C, H, W) batches."""
+class Basis(nn.Module, abc.ABC):
+    """An orthonormal change of coordinates c = U x acting on (B, C, H, W) batches (abstract: each
+    basis defines encode, decode and labels)."""
 
     name = "basis"
 
+    @abc.abstractmethod
     def encode(self, x: Tensor) -> Tensor:
         """Coefficients c = U x."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, c: Tensor) -> Tensor:
         """Values x = Uᵀ c."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def labels(self, shape: Shape) -> Tensor:
         """Ordering label of every component, shape (C, H, W), float64 on the CPU."""
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         return self.encode(x)
