@@ -55,9 +55,9 @@ def sync(device: str) -> None:
 
 def sampler_throughput(device: str, batch: int, steps: int) -> list[dict[str, object]]:
     """Images/s of each sampler with a constant network (raw output 0) on the blackout-mnist process."""
-    from diffspace.processes import build_process
+    from diffspace.process import build_process
 
-    process = build_process(load_preset("blackout-mnist").process, shape=(1, 28, 28)).to(device)
+    process = build_process(load_preset("blackout-mnist").process, facts=(1, 28, 28)).to(device)
 
     def constant(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)

@@ -26,7 +26,7 @@ import torch
 from diffspace.build import load_run
 from diffspace.config import load_preset
 from diffspace.data import DataConfig, load_dataset
-from diffspace.processes.multivariate import dataset_bpd
+from diffspace.families.multivariate.process import dataset_bpd
 from diffspace.training import train
 
 from records import device_name, write_record

@@ -45,7 +45,7 @@ from diffspace.data import DatasetInfo, ImageDataset, load_dataset
 from diffspace.metrics import function_metrics
 from diffspace.multilevel import level_images, process_at, validation_loss
 from diffspace.nets import build_net
-from diffspace.processes import build_process
+from diffspace.process import build_process
 from diffspace.training.distributed import World
 from diffspace.training.loop import Trainer
 
@@ -167,7 +167,7 @@ def throughput(device: str, sample_steps: int) -> dict:
          f"train.device={device}", "sample.num=0"])
     images = torch.randn(1024, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    process = build_process(cfg.process, shape=(1, 32, 32))
+    process = build_process(cfg.process, facts=(1, 32, 32))
     net = build_net(cfg.model, 1, 1, (32, 32))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as run_dir:

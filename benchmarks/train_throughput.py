@@ -45,7 +45,7 @@ def measure(case: str, device: str, bf16: str, compile: bool, warmup: int, steps
     from diffspace.config import load_preset
     from diffspace.data import DatasetInfo, ImageDataset
     from diffspace.nets import build_net
-    from diffspace.processes import build_process
+    from diffspace.process import build_process
     from diffspace.training.distributed import World
     from diffspace.training.loop import Trainer
 

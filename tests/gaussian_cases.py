@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from diffspace.oracle import GaussianOracle, covariance_in_basis
-from diffspace.priors import power_law_prior
-from diffspace.processes import ProcessConfig, build_process
+from diffspace.families.gaussian.oracle import GaussianOracle, covariance_in_basis
+from diffspace.families.gaussian.priors import power_law_prior
+from diffspace.families.gaussian import GaussianConfig
+from diffspace.process import build_process
 from diffspace.spaces import FourierBasis
 
 
@@ -31,7 +32,7 @@ def oracle_process(
     chol = torch.linalg.cholesky(cov)
     g = torch.Generator().manual_seed(1234)
     data = (mean.flatten() + torch.randn(num_fit, cov.shape[0], generator=g, dtype=torch.float64) @ chol.T)
-    process = build_process(ProcessConfig(**process_options), data=data.view(num_fit, *shape).float())
+    process = build_process(GaussianConfig(**process_options), data=data.view(num_fit, *shape).float())
     return process, GaussianOracle(process, mean, cov)
 
 
@@ -46,3 +47,9 @@ def covariance_z_scores(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Te
     cov_se = torch.sqrt((cov**2 + diag[:, None] * diag[None, :]) / n)
     mean_se = torch.sqrt(diag / n)
     return float(((emp_cov - cov).abs() / cov_se).max()), float(((emp_mean - mean.flatten()).abs() / mean_se).max())
+
+
+def noisy(process: GaussianDiffusion, z0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    """z_t = α_t z₀ + σ_t ε for a given ε (the process's `marginal` draws its own)."""
+    level = process.noise_level(t)
+    return level.alpha * z0 + level.sigma * eps

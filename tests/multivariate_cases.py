@@ -15,9 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diffspace.processes.config import ProcessConfig
-from diffspace.processes.multivariate import MultivariateDiffusion, build_multivariate
-from diffspace.processes.multivariate_config import MultivariateConfig
+from diffspace.families.multivariate import MultivariateConfig, MultivariateDiffusion
+from diffspace.process import build_process
 
 F64 = torch.float64
 
@@ -32,9 +31,8 @@ def gaussian_data(d: int = 2) -> tuple[Tensor, Tensor]:
 def make_process(diffusion: str, t_min: float = 1e-3, d: int = 2, seed: int = 0, **knobs) -> MultivariateDiffusion:
     """A multivariate process on (1, 1, d) data in model space (no transform), learned ones seeded."""
     torch.manual_seed(seed)
-    cfg = ProcessConfig(kind="multivariate", multivariate=MultivariateConfig(
-        diffusion=diffusion, t_min=t_min, transform="none", levels=0, **knobs))
-    return build_multivariate(cfg, None, (1, 1, d))
+    cfg = MultivariateConfig(diffusion=diffusion, t_min=t_min, transform="none", levels=0, **knobs)
+    return build_process(cfg, facts=(1, 1, d))
 
 
 def _dense(process: MultivariateDiffusion, t: Tensor, mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -16,20 +16,14 @@ import pytest
 import torch
 from scipy import stats
 
-from diffspace.blackout_samplers import SAMPLERS as BLACKOUT_SAMPLERS
 from diffspace.cli import main
 from diffspace.config import ConfigError, RunConfig, load_preset
-from diffspace.processes import SAMPLERS_BY_KIND, build_process
-from diffspace.processes.blackout import (
-    BlackoutDiffusion,
-    poisson_loss,
-    strided_steps,
-    survival_schedule,
-)
-from diffspace.processes.blackout_oracle import BlackoutPosterior
-from diffspace.processes.config import ProcessConfig
-from diffspace.processes.jumps import BirthDeathProcess, DeathProcess, JumpProcess, binomial_pmf, reverse_rates
-from diffspace.samplers import SAMPLERS
+from diffspace.families.blackout import BlackoutConfig
+from diffspace.families.blackout.jumps import BirthDeathProcess, DeathProcess, JumpProcess, binomial_pmf, reverse_rates
+from diffspace.families.blackout.oracle import BlackoutPosterior
+from diffspace.families.blackout.process import BlackoutDiffusion, poisson_loss, survival_schedule
+from diffspace.families.blackout.samplers import SAMPLERS, strided_steps
+from diffspace.process import DataFacts, build_process, resolve_config
 
 ALPHA = 1e-4
 MAX = 15
@@ -117,7 +111,7 @@ def test_samplers_evaluate_the_network_at_the_strided_times() -> None:
         seen.append(float(t[0]))
         return torch.zeros_like(x)
 
-    result = BLACKOUT_SAMPLERS["binomial_bridge"](process, net, (3, 1, 2, 2), 7, gen(0))
+    result = SAMPLERS["binomial_bridge"](process, net, (3, 1, 2, 2), 7, gen(0))
     assert result.nfe == 7
     assert seen == pytest.approx([k / 100 for k in strided_steps(100, 7)[:-1]])
 
@@ -375,7 +369,7 @@ def test_states_are_integer_monotone_and_bounded(name: str, options: dict[str, o
     assert (path == torch.round(path)).all() and path.min() >= 0 and path.max() <= MAX
     assert (path[1:] >= path[:-1]).all()
     assert torch.equal(result.samples, process.from_state(path[-1]))
-    assert name in SAMPLERS_BY_KIND["blackout"]
+    assert name in SAMPLERS
 
 
 def test_toy_total_variation_table() -> None:
@@ -450,26 +444,27 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="probability vector"):
         BlackoutPosterior(process, torch.ones(MAX + 1))
     digits_like = torch.arange(17.0).view(17, 1, 1, 1) * 2 / 16 - 1
-    cfg = ProcessConfig(kind="blackout")
+    cfg = BlackoutConfig(max_count=255)
     with pytest.raises(ValueError, match="max_count"):
         build_process(cfg, digits_like)
-    with pytest.raises(ConfigError, match="process.blackout.weighting"):
-        RunConfig().with_overrides(["process.blackout.weighting=elbo"])
+    with pytest.raises(ConfigError, match="process.weighting"):
+        RunConfig().with_overrides(["process.kind=blackout", "process.weighting=elbo"])
 
 
 def test_config_and_presets() -> None:
-    cfg = RunConfig().with_overrides(["process.kind=blackout", "process.blackout.t_end=12",
-                                      "process.blackout.max_count=16", "process.blackout.num_steps=50"])
-    process = build_process(cfg.process, shape=(1, 8, 8))
+    cfg = RunConfig().with_overrides(["process.kind=blackout", "process.t_end=12",
+                                      "process.max_count=16", "process.num_steps=50"])
+    process = build_process(cfg.process, facts=(1, 8, 8))
     assert isinstance(process, BlackoutDiffusion) and process.max_count == 16 and process.num_steps == 50
     assert math.isclose(float(process.survival[-1]), math.exp(-12), rel_tol=1e-12)
-    expected = {"blackout-binarized-mnist": (10.0, 1, "binarized-mnist"), "blackout-mnist": (15.0, 255, "mnist"),
-                "blackout-cifar10": (15.0, 255, "cifar10")}
-    for name, (t_end, max_count, data) in expected.items():
+    expected = {"blackout-binarized-mnist": (10.0, 2, "binarized-mnist"), "blackout-mnist": (15.0, 256, "mnist"),
+                "blackout-cifar10": (15.0, 256, "cifar10")}
+    for name, (t_end, levels, data) in expected.items():
         preset = load_preset(name)
-        b = preset.process.blackout
-        assert preset.process.kind == "blackout" and (b.t_end, b.max_count, preset.data.name) == (t_end, max_count, data)
-        assert b.num_steps == 1000 and preset.sample.sampler in SAMPLERS_BY_KIND["blackout"]
+        b = preset.process
+        assert preset.process.kind == "blackout" and (b.t_end, b.max_count, preset.data.name) == (t_end, None, data)
+        assert resolve_config(b, DataFacts((1, 28, 28), levels)).max_count == levels - 1
+        assert b.num_steps == 1000 and preset.sample.sampler in SAMPLERS
         assert preset.sample.steps <= b.num_steps and preset.description
     assert load_preset("blackout-cifar10").model.size == "ddpmpp"
 
@@ -479,7 +474,7 @@ def test_cli_trains_and_samples_a_blackout_preset(tmp_path: Path, monkeypatch: p
     """`diffspace train --preset blackout-binarized-mnist` on the built-in digits (counts 0…16) with
     a tiny network, then `diffspace sample` with each sampler that works without an oracle."""
     monkeypatch.chdir(tmp_path)
-    tiny = ["data.name=digits", "data.max_items=64", "process.blackout.max_count=16", "model.channels=8",
+    tiny = ["data.name=digits", "data.max_items=64", "model.channels=8",
             "model.channel_mult=1", "model.num_res_blocks=1", "model.attn_resolutions=", "train.steps=3",
             "train.batch_size=16", "train.device=cpu", "sample.num=4", "sample.steps=5"]
     assert main(["train", "--quiet", "--preset", "blackout-binarized-mnist", "--run-dir", "run", *tiny]) == 0

@@ -9,6 +9,7 @@ import torch
 
 from conftest import gen
 from diffspace.metrics.bpd import elbo_bpd, ode_bpd
+from diffspace.process import Capabilities
 from gaussian_cases import correlated_2d, oracle_process
 
 
@@ -16,10 +17,11 @@ class UniformModel(torch.nn.Module):
     """A 'process' whose density is uniform on the dequantized support [−1 − 1/255, 1 + 1/255]^D of 8-bit
     data: −log₂ p/D = log₂(2·256/255) for every input; it records what nll_bound was given."""
 
-    def __init__(self) -> None:
+    def __init__(self, discrete: bool = False) -> None:
         super().__init__()
         self.register_buffer("anchor", torch.zeros(()))
         self.inputs: list[torch.Tensor] = []
+        self.capabilities = Capabilities(discrete=discrete, ode_likelihood=False, resolution_free=True, samplers=())
 
     @property
     def device(self) -> torch.device:
@@ -46,8 +48,8 @@ def test_uniform_model_costs_exactly_eight_bits_on_8bit_data() -> None:
 
 
 def test_discrete_processes_are_evaluated_on_the_levels_as_they_are() -> None:
-    model, x = UniformModel(), eight_bit_images(6)
-    result = elbo_bpd(model, None, x, 256, kind="blackout")
+    model, x = UniformModel(discrete=True), eight_bit_images(6)
+    result = elbo_bpd(model, None, x, 256)
     assert result.value == pytest.approx(math.log2(512 / 255)) and not result.dequantized
     assert torch.equal(model.inputs[0], x)
 

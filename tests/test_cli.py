@@ -79,7 +79,7 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     (["train", "train.stepz=3"], 2, "did you mean 'train.steps'"),
     (["train", "--preset", "quikstart"], 2, "did you mean 'quickstart'"),
     (["train", "train.lr=-1"], 2, "train.lr must be > 0.0"),
-    (["train", "sample.sampler=tau_leaping"], 2, "sampler for process.kind=gaussian 'tau_leaping'"),
+    (["train", "sample.sampler=tau_leaping"], 2, "sampler 'tau_leaping' does not fit process.kind=gaussian"),
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png"], 2, "no/such/run is not a run directory"),
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.jpg"], 2, "--out must end in .png"),
     (["sample", "--run", "no/such/run", "--num", "0", "--out", "x.png"], 2, "--num must be ≥ 1"),

@@ -64,7 +64,7 @@ def test_eval_command_prints_each_figure_with_its_sample_count(run_dir: Path, tm
     code = main(["eval", "--run", str(run_dir), "--metrics", "bpd", "--bpd-num", "4", "--device", "cpu",
                  "--out", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
-    assert code == 0 and "bpd = " in out and "(n = 4; elbo (gaussian); step 2; cpu)" in out
+    assert code == 0 and "bpd = " in out and "(n = 4; elbo (GaussianDiffusion); step 2; cpu)" in out
     assert f"report: {tmp_path / 'r.json'}" in out
     code = main(["eval", "--run", str(run_dir), "--metrics", "fdi", "--out", str(tmp_path / "r.json")])
     assert code == 2 and "did you mean 'fid'" in capsys.readouterr().err

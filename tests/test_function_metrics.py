@@ -13,7 +13,7 @@ from diffspace.metrics import (
     band_powers, compare_spectra, function_metrics, octave_edges, radial_power_spectrum, riesz_mmd,
     sliced_wasserstein, wavenumbers,
 )
-from diffspace.priors import sample_power_law_field
+from diffspace.data.fields import sample_power_law_field
 
 Z = 4.0  # |estimate − truth| / SE
 

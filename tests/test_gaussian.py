@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from gaussian_cases import correlated_2d, oracle_process, random_field
-from diffspace.oracle import GaussianOracle
-from diffspace.priors import fitted_prior, white_prior
-from diffspace.processes import ProcessConfig, build_process
-from diffspace.processes.gaussian import GaussianDiffusion, stratified_times
+from gaussian_cases import correlated_2d, noisy, oracle_process, random_field
+from diffspace.families.gaussian.oracle import GaussianOracle
+from diffspace.families.gaussian.priors import fitted_prior, white_prior
+from diffspace.families.gaussian import GaussianConfig
+from diffspace.process import build_process
+from diffspace.families.gaussian.process import GaussianDiffusion, stratified_times
 from diffspace.samplers import euler_maruyama, heun
-from diffspace.schedules import LogSNRLinear, SoftConditioning
+from diffspace.families.gaussian.schedules import LogSNRLinear, SoftConditioning
 from diffspace.spaces import DCTBasis, PixelBasis
 
 
@@ -26,7 +27,7 @@ def test_forward_sde_simulation_matches_closed_form_marginal() -> None:
     g = torch.Generator().manual_seed(0)
     z0 = torch.tensor([1.5, -0.5, 0.8, 2.0], dtype=torch.float64).view(1, 1, 2, 2)
     zero = torch.zeros(1, dtype=torch.float64)
-    z = process.add_noise(z0, zero, torch.randn(n, 1, 2, 2, generator=g, dtype=torch.float64))
+    z = noisy(process, z0, zero, torch.randn(n, 1, 2, 2, generator=g, dtype=torch.float64))
     h = t_final / steps
     for i in range(steps):
         level = process.noise_level(torch.full((1,), i * h, dtype=torch.float64))
@@ -53,9 +54,10 @@ def test_reverse_drift_and_probability_flow_are_consistent() -> None:
     process, oracle = oracle_process(mean, cov, basis="dct")
     z = torch.randn(7, 1, 1, 2)
     t = torch.full((7,), 0.4)
-    drift, g = process.reverse_sde(oracle, z, t)
-    velocity = process.pf_ode_velocity(oracle, z, t)
-    score = process.score(oracle, z, t)
+    prediction = process.predict(oracle, z, t)
+    drift, g = process.reverse_sde(z, t, prediction)
+    velocity = process.pf_ode_velocity(z, t, prediction)
+    score = prediction.score
     level = process.noise_level(t)
     f = -0.5 * level.dgamma * level.sigma**2
     assert torch.allclose(drift, f * z - g**2 * score, atol=1e-5)
@@ -70,7 +72,7 @@ def test_exact_score_is_the_gradient_of_the_exact_log_density() -> None:
     z = torch.randn(4, 1, 1, 2, dtype=torch.float64, requires_grad=True)
     log_p = oracle.state_log_density(z, 0.3).sum()
     (grad,) = torch.autograd.grad(log_p, z)
-    assert torch.allclose(process.score(oracle, z.detach(), torch.full((4,), 0.3, dtype=torch.float64)), grad, atol=1e-6)
+    assert torch.allclose(process.predict(oracle, z.detach(), torch.full((4,), 0.3, dtype=torch.float64)).score, grad, atol=1e-6)
 
 
 def test_eps_score_and_x0_conversions_round_trip() -> None:
@@ -79,7 +81,7 @@ def test_eps_score_and_x0_conversions_round_trip() -> None:
     g = torch.Generator().manual_seed(11)
     z0, eps = torch.randn(6, 1, 1, 2, generator=g), torch.randn(6, 1, 1, 2, generator=g)
     t = torch.rand(6, generator=g)
-    z = process.add_noise(z0, t, eps)
+    z = noisy(process, z0, t, eps)
     assert torch.allclose(process.x0_from_eps(z, eps, t), z0, atol=1e-4)
     assert torch.allclose(process.eps_from_x0(z, z0, t), eps, atol=1e-4)
     assert torch.allclose(process.eps_from_score(process.score_from_eps(eps, t), t), eps, atol=1e-6)
@@ -123,14 +125,14 @@ def test_unit_hierarchy_soft_process_is_standard_diffusion_exactly() -> None:
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     for t in (0.2, 0.5, 0.8):
         tt = torch.full((64,), t, dtype=torch.float64)
-        standard_z = standard.add_noise(standard.to_state(x0), tt, noise)  # c_t = α c₀ + σ η
+        standard_z = noisy(standard, standard.to_state(x0), tt, noise)  # c_t = α c₀ + σ η
         # the same observation, rescaled to the soft process's whitened variance-preserving state
         level_std, level_soft = standard.noise_level(tt), soft.noise_level(tt)
         scaled = standard_z / level_std.alpha  # = c₀ + e^{γ/2} η
         soft_z = level_soft.alpha * soft.to_state(standard.from_state(scaled))
         assert torch.allclose(level_soft.gamma, level_std.gamma - prior.variance.double().log(), atol=1e-4)
-        x_hat_standard = standard.from_state(standard.denoise(standard_oracle, standard_z, tt))
-        x_hat_soft = soft.from_state(soft.denoise(soft_oracle, soft_z, tt))
+        x_hat_standard = standard.from_state(standard.predict(standard_oracle, standard_z, tt).denoised)
+        x_hat_soft = soft.from_state(soft.predict(soft_oracle, soft_z, tt).denoised)
         assert torch.allclose(x_hat_soft, x_hat_standard, atol=1e-4)
 
 
@@ -164,11 +166,13 @@ def test_autoregressive_limit_on_a_correlated_pair() -> None:
 
 def test_build_process_names_bad_options() -> None:
     with pytest.raises(ValueError, match="did you mean 'fourier'"):
-        build_process(ProcessConfig(basis="fourrier"), shape=(1, 4, 4))
-    with pytest.raises(ValueError, match="fitted to data"):
-        build_process(ProcessConfig(basis="pca"), shape=(1, 4, 4))
+        build_process(GaussianConfig(basis="fourrier"), facts=(1, 4, 4))
+    with pytest.raises(ValueError, match="the pca basis is estimated from data: pass training images"):
+        build_process(GaussianConfig(basis="pca"), facts=(1, 4, 4))
+    with pytest.raises(ValueError, match="process.softness is read by the soft-conditioning schedule only"):
+        GaussianConfig(softness=0.3)
     with pytest.raises(ValueError, match="weighting"):
-        build_process(ProcessConfig(weighting="snr"), shape=(1, 4, 4))
-    process = build_process(ProcessConfig(), shape=(1, 4, 4))
+        build_process(GaussianConfig(weighting="snr"), facts=(1, 4, 4))
+    process = build_process(GaussianConfig(), facts=(1, 4, 4))
     with pytest.raises(ValueError, match=r"built for \(B, 1, 4, 4\)"):
         process.loss(lambda x, t: x, torch.zeros(2, 1, 5, 5))

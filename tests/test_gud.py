@@ -10,14 +10,15 @@ import torch
 
 from conftest import gen
 from diffspace.config import load_preset, preset_names
-from diffspace.extension import extend_right, inpaint
+from diffspace.families.gaussian.extension import extend_right, inpaint
 from diffspace.nets import build_net
-from diffspace.oracle import GaussianOracle
-from diffspace.priors import fitted_prior, white_prior
-from diffspace.processes import ProcessConfig, build_process
-from diffspace.processes.gaussian import GaussianDiffusion
+from diffspace.families.gaussian.oracle import GaussianOracle
+from diffspace.families.gaussian.priors import fitted_prior, white_prior
+from diffspace.families.gaussian import GaussianConfig
+from diffspace.process import build_process
+from diffspace.families.gaussian.process import GaussianDiffusion
 from diffspace.samplers import euler_maruyama
-from diffspace.schedules import LogSNRLinear, SoftConditioning
+from diffspace.families.gaussian.schedules import LogSNRLinear, SoftConditioning
 from diffspace.spaces import DCTBasis, HaarBasis, PixelBasis, column_labels, haar_column_labels
 
 LABELS = torch.tensor([0.0, 1.0, 2.5, 4.0], dtype=torch.float64).view(1, 2, 2)
@@ -88,9 +89,9 @@ def test_training_draws_hierarchy_uniformly_in_the_range() -> None:
 def test_calls_without_softness_use_the_schedules_own() -> None:
     process, net = soft_process(), RecordingNet()
     z = torch.zeros(3, 1, 2, 2)
-    process.reverse_sde(net, z, torch.full((3,), 0.5))
+    process.predict(net, z, torch.full((3,), 0.5))
     assert torch.equal(net.seen[-1], torch.ones(3))
-    process.reverse_sde(net, z, torch.full((3,), 0.5), {"softness": 2.0})
+    process.predict(net, z, torch.full((3,), 0.5), {"softness": 2.0})
     assert torch.equal(net.seen[-1], torch.full((3,), 2.0))
 
 
@@ -210,13 +211,13 @@ def test_gud_presets_build_train_and_sample(name: str) -> None:
 def test_data_log_variance_labels_order_an_unwhitened_prior() -> None:
     """labels = data_log_variance with a white prior: the shift is −log Var_data(component)/softness."""
     data = torch.randn(500, 1, 4, 4, generator=gen(3)) * torch.linspace(0.1, 2, 16).view(1, 1, 4, 4)
-    process = build_process(ProcessConfig(basis="pixel", prior="white", schedule="soft", labels="data_log_variance",
+    process = build_process(GaussianConfig(basis="pixel", prior="white", schedule="soft", labels="data_log_variance",
                                           softness=0.5), data)
     expected = fitted_prior(PixelBasis(), data).log_variance_labels() / 0.5
     assert torch.allclose(process.schedule.shift.double(), expected, atol=1e-5)
     assert torch.equal(process.prior.variance, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="basis=haar"):
-        build_process(ProcessConfig(basis="pixel", schedule="soft", labels="haar_column"), data)
+        build_process(GaussianConfig(basis="pixel", schedule="soft", labels="haar_column"), data)
 
 
 def test_elbo_at_a_conditioned_softness_is_the_elbo_of_that_softness() -> None:

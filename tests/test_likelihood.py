@@ -9,7 +9,7 @@ import torch
 
 from gaussian_cases import correlated_2d, oracle_process, random_field
 from diffspace.likelihood import dequantize, discrete_bpd, ode_nll
-from diffspace.oracle import GaussianOracle
+from diffspace.families.gaussian.oracle import GaussianOracle
 
 
 def elbo_gap_in_bits(process, model, truth, n: int, draws: int, seed: int) -> tuple[float, float]:

@@ -16,9 +16,10 @@ import torch
 
 from diffspace.metrics import band_powers, octave_edges, wavenumbers
 from diffspace.multilevel import MultilevelConfig, level_images, process_at, validation_loss
-from diffspace.oracle import GaussianOracle, covariance_in_basis
-from diffspace.priors import laplacian_prior, laplacian_symbol, power_law_prior
-from diffspace.processes import ProcessConfig
+from diffspace.families.gaussian.oracle import GaussianOracle, covariance_in_basis
+from diffspace.families.gaussian.priors import laplacian_prior, laplacian_symbol, power_law_prior
+from diffspace.families.gaussian import GaussianConfig
+from diffspace.process import build_process
 from diffspace.resolution import spectral_resize
 from diffspace.samplers import euler_maruyama
 from diffspace.spaces import DCTBasis, FourierBasis, PixelBasis
@@ -112,7 +113,7 @@ def test_restricting_2n_prior_samples_gives_the_n_statistics(prior: str, n: int)
 
 # ----- the forward process ---------------------------------------------------------------------------
 def _function_process(n: int, output: str = "noise", weighting: str = "noise", schedule: str = "vp_linear"):
-    cfg = ProcessConfig(basis="fourier", prior="power_law", prior_tau=1.0, prior_exponent=2.0, schedule=schedule,
+    cfg = GaussianConfig(basis="fourier", prior="power_law", prior_tau=1.0, prior_exponent=2.0, schedule=schedule,
                         network_input="data", network_output=output, weighting=weighting)
     return process_at(cfg, (1, n, n))
 
@@ -139,9 +140,8 @@ def test_forward_marginal_is_the_function_space_sde() -> None:
     assert float(((coeffs.mean(0) - mean).abs() / (v * lam / 3000).sqrt()).max()) < Z
     assert _mode_power_z(x - m * x0, v * lam) < Z
     # and the process's own forward draw has exactly this law: x_t − α x₀ = σ C^{1/2} ε
-    eps = torch.randn(3000, 1, 8, 8, generator=_gen(5), dtype=torch.float64)
     tt = torch.full((3000,), t_end)
-    drawn = process.from_state(process.add_noise(process.to_state(x0), tt, eps))
+    drawn = process.from_state(process.marginal(x0.expand(3000, -1, -1, -1), tt, _gen(5)).state)
     level = process.noise_level(tt[:1])
     assert _mode_power_z(drawn - float(level.alpha) * x0, float(level.sigma) ** 2 * lam) < Z
 
@@ -196,11 +196,16 @@ def test_sampler_at_2n_reproduces_the_field_spectrum() -> None:
 
 # ----- resolution changes and the multilevel config --------------------------------------------------
 def test_process_at_refuses_data_fitted_parts() -> None:
-    with pytest.raises(ValueError, match="prior='fitted' is estimated from data"):
-        process_at(ProcessConfig(basis="fourier", prior="fitted"), (1, 56, 56))
-    with pytest.raises(ValueError, match="basis='pca' is estimated from data"):
-        process_at(ProcessConfig(basis="pca"), (1, 56, 56))
-    assert process_at(ProcessConfig(basis="dct", prior="laplacian"), (1, 56, 56)).prior.shape == (1, 56, 56)
+    with pytest.raises(ValueError, match="the fitted prior is estimated from data"):
+        process_at(GaussianConfig(basis="fourier", prior="fitted"), (1, 56, 56))
+    with pytest.raises(ValueError, match="the pca basis is estimated from data"):
+        process_at(GaussianConfig(basis="pca"), (1, 56, 56))
+    data = torch.randn(16, 1, 8, 8, generator=_gen(7))
+    for cfg in (GaussianConfig(basis="fourier", prior="fitted"), GaussianConfig(basis="pca"),
+                GaussianConfig(schedule="soft", labels="data_log_variance")):
+        assert not build_process(cfg, data).capabilities.resolution_free
+    assert build_process(GaussianConfig(basis="fourier", prior="power_law"), data).capabilities.resolution_free
+    assert process_at(GaussianConfig(basis="dct", prior="laplacian"), (1, 56, 56)).prior.shape == (1, 56, 56)
 
 
 def test_level_images_restrict_function_data_spectrally_and_images_by_area() -> None:
@@ -262,7 +267,7 @@ def test_level_plan_serves_each_level_its_data_and_process() -> None:
     images = torch.randn(64, 1, 8, 8, generator=_gen(11))
     cfg = _tiny("train.steps=5", "multilevel.resolutions=4,8", "multilevel.steps=3,2", "multilevel.batch_sizes=16,8")
     own = process_at(cfg.process, (1, 8, 8))
-    plan = LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", "auto", 8, 5, 0)
+    plan = LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", None, "auto", 8, 5, 0)
     assert [plan.active(s)[0].resolution for s in range(5)] == [4, 4, 4, 8, 8]
     assert [plan.images_per_step(s) for s in (0, 4)] == [16, 8]
     coarse, fine = plan.levels
@@ -270,17 +275,17 @@ def test_level_plan_serves_each_level_its_data_and_process() -> None:
     assert coarse.process.prior.shape == (1, 4, 4) and fine.process is own
     coarse.order.next()
     state = plan.state_dict()
-    fresh = LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", "auto", 8, 5, 0)
+    fresh = LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", None, "auto", 8, 5, 0)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.levels[0].order.next(), coarse.order.next())
-    joint = LevelPlan(dataclasses.replace(cfg.multilevel, mode="joint", steps=()), cfg.process, own, images, "grf",
+    joint = LevelPlan(dataclasses.replace(cfg.multilevel, mode="joint", steps=()), cfg.process, own, images, "grf", None,
                       "auto", 8, 5, 0)
     assert [level.resolution for level in joint.active(0)] == [4, 8] and joint.images_per_step(0) == 24
-    with pytest.raises(ValueError, match="prior='fitted' is estimated from data"):
-        LevelPlan(cfg.multilevel, dataclasses.replace(cfg.process, prior="fitted"), own, images, "grf", "auto",
-                  8, 5, 0)
+    fitted_cfg = dataclasses.replace(cfg.process, prior="fitted")
+    with pytest.raises(ValueError, match="this process has parts estimated from the data"):
+        LevelPlan(cfg.multilevel, fitted_cfg, build_process(fitted_cfg, images), images, "grf", None, "auto", 8, 5, 0)
     with pytest.raises(ValueError, match="must be divisible by ranks × train.grad_accum = 3"):
-        LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", "auto", 8, 5, 0, divisor=3)
+        LevelPlan(cfg.multilevel, cfg.process, own, images, "grf", None, "auto", 8, 5, 0, divisor=3)
 
 
 def test_multilevel_training_resumes_exactly_across_the_level_switch(tmp_path) -> None:
@@ -313,11 +318,13 @@ def test_joint_training_and_sampling_at_an_unseen_resolution_from_the_cli(tmp_pa
 
 
 def test_sampling_a_data_fitted_process_at_another_resolution_is_refused() -> None:
-    from diffspace.build import at_resolution
+    from diffspace.build import Model, at_resolution
     from diffspace.config import ConfigError, RunConfig
+    from diffspace.process import DataFacts
 
     cfg = RunConfig().with_overrides(["process.basis=fourier", "process.prior=fitted", "model.kind=fno"])
-    with pytest.raises(ConfigError, match="--resolution 56: process.prior='fitted' is estimated from data"):
-        at_resolution(cfg, None, 1, 56)
+    fitted = Model(torch.nn.Linear(1, 1), build_process(cfg.process, torch.randn(16, 1, 8, 8, generator=_gen(7))))
+    with pytest.raises(ConfigError, match="--resolution 56: this process has parts estimated from the data"):
+        at_resolution(cfg, fitted, DataFacts((1, 56, 56)))
     with pytest.raises(ConfigError, match="model.kind=mlp is built for one input size"):
-        at_resolution(RunConfig().with_overrides(["model.kind=mlp"]), None, 1, 56)
+        at_resolution(RunConfig().with_overrides(["model.kind=mlp"]), fitted, DataFacts((1, 56, 56)))

@@ -16,10 +16,11 @@ from gaussian_cases import covariance_z_scores
 from multivariate_cases import F64, ExactEps, expected_nll, gaussian_data, make_process
 from diffspace.build import build, sample_run
 from diffspace.config import ConfigError, RunConfig, load_preset, preset_names
-from diffspace.processes import build_process
-from diffspace.processes.linear_sde import drift_matrix, kron_apply, kron_quadratic, matrix_fraction
-from diffspace.processes.multivariate import MultivariateDiffusion, dataset_bpd
-from diffspace.processes.multivariate_matrices import NUM_VARS, LearnedMatrices, fixed_matrices
+from diffspace.process import DataFacts, build_process
+from diffspace.families.multivariate.kernels import drift_matrix, kron_apply, kron_quadratic, matrix_fraction
+from diffspace.families.multivariate.process import MultivariateDiffusion
+from diffspace.metrics.bpd import elbo_bpd
+from diffspace.families.multivariate.matrices import NUM_VARS, LearnedMatrices, fixed_matrices
 from diffspace.samplers import euler_maruyama, heun
 from diffspace.training import train
 
@@ -117,7 +118,7 @@ def test_process_quantities_equal_their_dense_forms() -> None:
     torch.manual_seed(0)
     shape = (2, 1, 3)
     d = math.prod(shape)
-    process = build_process(_config("learned3"), shape=shape).double()
+    process = build_process(_config("learned3"), facts=shape).double()
     g = _generator(1)
     u = torch.randn(4, 3 * 2, 1, 3, generator=g, dtype=F64)
     eps_hat = torch.randn(u.shape, generator=g, dtype=F64)
@@ -129,12 +130,12 @@ def test_process_quantities_equal_their_dense_forms() -> None:
     for b in range(4):
         chol = kron(kernel.chol[b])
         score = -torch.linalg.solve(chol.T, eps_hat[b].flatten())
-        assert torch.allclose(process.score(net, u, t)[b].flatten(), score, atol=1e-10)
+        assert torch.allclose(process.predict(net, u, t).score[b].flatten(), score, atol=1e-10)
         drift = kron(kernel.drift[b]) @ u[b].flatten() - kron(kernel.ggt[b]) @ score
-        assert torch.allclose(process.reverse_sde(net, u, t)[0][b].flatten(), drift, atol=1e-10)
+        assert torch.allclose(process.reverse_sde(u, t, process.predict(net, u, t))[0][b].flatten(), drift, atol=1e-10)
         lift = kron(kernel.phi[b, :, :1])  # (dK, d): E[u | y₀] = lift y₀
         y0 = torch.linalg.lstsq(lift, u[b].flatten() - chol @ eps_hat[b].flatten()).solution
-        assert torch.allclose(process.denoise(net, u, t)[b, :2].flatten(), y0, atol=1e-10)
+        assert torch.allclose(process.predict(net, u, t).denoised[b, :2].flatten(), y0, atol=1e-10)
     y = torch.randn(4, *shape, generator=g, dtype=F64)
     ends = process.kernel(torch.tensor([1e-3, 1.0], dtype=F64))
     var = torch.kron(process.stationary_var, torch.ones(d, dtype=F64))
@@ -198,7 +199,7 @@ def test_gradients_flow_through_expm_and_cholesky() -> None:
 
 def test_the_process_parameters_are_trained_with_the_network() -> None:
     cfg = load_preset("mdm-mnist-learned2").with_overrides(
-        ["data.name=digits", "process.multivariate.levels=17", "model.channels=8", "model.channel_mult=1",
+        ["data.name=digits", "model.channels=8", "model.channel_mult=1",
          "model.num_res_blocks=1", "model.attn_resolutions=4"])
     model = build(cfg).model
     names = {name for name, _ in model.named_parameters()}
@@ -297,8 +298,8 @@ def test_presets_build_with_c_times_k_network_channels(name: str, tmp_path: Path
     cfg = load_preset(name)
     assert cfg.process.kind == "multivariate" and cfg.description
     channels = 3 if "cifar10" in name else 1
-    process = build_process(cfg.process, shape=(channels, 8, 8))
-    k = NUM_VARS[cfg.process.multivariate.diffusion]
+    process = build_process(cfg.process, facts=(channels, 8, 8))
+    k = NUM_VARS[cfg.process.diffusion]
     assert process.network_channels(channels) == (channels * k, channels * k)
     assert process.state_shape((5, channels, 8, 8)) == (5, channels * k, 8, 8)
     cfg.save(tmp_path / "c.yaml")
@@ -306,13 +307,13 @@ def test_presets_build_with_c_times_k_network_channels(name: str, tmp_path: Path
 
 
 def test_bad_input_raises_clear_errors() -> None:
-    with pytest.raises(ConfigError, match="process.multivariate.diffusion"):
-        load_preset("mdm-mnist-cld").with_overrides(["process.multivariate.diffusion=cdl"])
-    cfg = load_preset("mdm-mnist-cld").process
-    cfg.prior = "fitted"
-    with pytest.raises(ValueError, match="prior=white"):
-        build_process(cfg, shape=(1, 8, 8))
-    process = build_process(_config("cld"), shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="process.diffusion"):
+        load_preset("mdm-mnist-cld").with_overrides(["process.diffusion=cdl"])
+    with pytest.raises(ConfigError, match="process.prior is a knob of the gaussian family"):
+        load_preset("mdm-mnist-cld").with_overrides(["process.prior=fitted"])
+    with pytest.raises(ConfigError, match="process.levels=256 but the data have 17 levels"):
+        build(load_preset("mdm-mnist-cld").with_overrides(["data.name=digits", "process.levels=256"]))
+    process = build_process(_config("cld"), facts=(1, 8, 8))
     with pytest.raises(ValueError, match=r"\(B, 1, 8, 8\)"):
         process.elbo_terms(lambda u, t: u, torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="logit"):
@@ -326,22 +327,23 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_data_coordinates_round_trip_with_the_logit_transform_and_a_basis(basis: str, levels: int) -> None:
     """x → y = U logit(λ + (1 − 2λ)p) → x, and log|det ∂y/∂x| equals autograd's for one pixel."""
     cfg = _config("cld")
-    cfg.basis, cfg.multivariate.levels = basis, levels
+    cfg.basis, cfg.levels = basis, levels
     data = torch.rand(64, 1, 4, 4, generator=_generator(0), dtype=F64) * 2 - 1
-    process = build_process(cfg, data).double()
-    y, log_det = process.to_data_coords(data)
-    assert torch.allclose(process.from_data_coords(y), data, atol=1e-10)
-    single = build_process(cfg, data[:, :, :1, :1]).double() if basis != "pca" else None
+    facts = DataFacts(tuple(data.shape[1:]), levels or None)
+    process = build_process(cfg, data, facts).double()
+    y, log_det = process.encode_data(data)
+    assert torch.allclose(process.decode_data(y), data, atol=1e-10)
+    single = build_process(cfg, data[:, :, :1, :1], DataFacts((1, 1, 1), levels or None)).double() if basis != "pca" else None
     if single is not None:
         x = data[:1, :, :1, :1].clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(single.to_data_coords(x)[0].sum(), x)
-        assert torch.allclose(single.to_data_coords(x)[1], grad.abs().log().flatten(), atol=1e-12)
+        (grad,) = torch.autograd.grad(single.encode_data(x)[0].sum(), x)
+        assert torch.allclose(single.encode_data(x)[1], grad.abs().log().flatten(), atol=1e-12)
 
 
 def test_train_sample_and_evaluate_end_to_end(tmp_path: Path) -> None:
     """A few training steps on the 8×8 digits, then EM and Heun samples, and test bits/dim."""
     cfg = load_preset("mdm-mnist-learned2").with_overrides(
-        ["data.name=digits", "process.multivariate.levels=17", "model.channels=8", "model.channel_mult=1",
+        ["data.name=digits", "model.channels=8", "model.channel_mult=1",
          "model.num_res_blocks=1", "model.attn_resolutions=4", "train.steps=3", "train.batch_size=16",
          "train.device=cpu", "train.checkpoint_every=3", "sample.num=0", "sample.steps=5"])
     result = train(cfg, tmp_path / "run", quiet=True)
@@ -351,5 +353,9 @@ def test_train_sample_and_evaluate_end_to_end(tmp_path: Path) -> None:
         samples = np.load(report.path)["samples"]
         assert samples.shape == (4, 1, 8, 8) and np.isfinite(samples).all()
     built = build(cfg)
-    report = dataset_bpd(built.model.process, built.model.net, built.dataset.images[:8], _generator(0), batch_size=4)
-    assert report.num == 8 and math.isfinite(report.bpd) and report.bpd_se > 0 and math.isfinite(report.bpd_no_offset)
+    process, net, images = built.model.process, built.model.net, built.dataset.images[:8]
+    assert built.config.process.levels == 17  # from the digits, not the preset
+    report = elbo_bpd(process, net, images, 17, generator=_generator(0), batch_size=4)
+    no_offset = elbo_bpd(process, net, images, 17, generator=_generator(0), batch_size=4,
+                         bound=lambda net, x, g: process.elbo_terms(net, x, g).bpd(offset=False))
+    assert report.num == 8 and math.isfinite(report.value) and report.stderr > 0 and math.isfinite(no_offset.value)

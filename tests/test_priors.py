@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from diffspace.priors import fitted_prior, power_law_prior, sample_power_law_field, white_prior
+from diffspace.data.fields import sample_power_law_field
+from diffspace.families.gaussian.priors import fitted_prior, power_law_prior, white_prior
 from diffspace.spaces import DCTBasis, FourierBasis, PCABasis, PixelBasis
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from gaussian_cases import correlated_2d, covariance_z_scores, oracle_process, random_field
-from diffspace.processes import SAMPLERS_BY_KIND
-from diffspace.samplers import get_sampler, time_grid
+from diffspace.families.gaussian.samplers import SAMPLERS
+from diffspace.process import get_sampler
+from diffspace.sampling import time_grid
 
-GAUSSIAN_SAMPLERS = SAMPLERS_BY_KIND["gaussian"]
+GAUSSIAN_SAMPLERS = tuple(SAMPLERS)
 
 # steps per sampler: Heun is 2nd order; EM and PC need finer grids for a bias well below the SE
 STEPS = {"euler_maruyama": 200, "heun": 40, "pc": 100}
@@ -76,7 +77,7 @@ def test_time_grid() -> None:
     grid = time_grid(4, rho=2.0)
     assert torch.allclose(grid, torch.tensor([1.0, 0.5625, 0.25, 0.0625, 0.0]))
     assert torch.allclose(time_grid(2, t_end=0.5), torch.tensor([1.0, 0.75, 0.5]))
-    with pytest.raises(ValueError, match="at least 1 step"):
+    with pytest.raises(ValueError, match="number of steps ≥ 1"):
         time_grid(0)
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffspace.schedules import Cosine, LogSNRLinear, SoftConditioning, VPLinear, alpha_sigma
+from diffspace.families.gaussian.schedules import Cosine, LogSNRLinear, SoftConditioning, VPLinear, alpha_sigma
 
 LABELS = torch.tensor([0.0, 1.0, 2.5, 4.0], dtype=torch.float64).view(1, 2, 2)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffspace.oracle import basis_matrix
+from diffspace.families.gaussian.oracle import basis_matrix
 from diffspace.spaces import DCTBasis, FourierBasis, HaarBasis, PCABasis, PixelBasis, column_labels, row_labels
 
 SIZES = [(8, 8), (7, 9), (16, 12), (6, 10), (5, 4)]

@@ -26,7 +26,8 @@ from diffspace.checkpoint import (
 )
 from diffspace.config import ConfigError, RunConfig
 from diffspace.training import EMA, FINAL_GRID, TensorBoardMissing, TrainingError, ema_decay, read_metrics, train, warmup_factor
-from diffspace.training.batches import BatchOrder, mix_seed
+from diffspace.noise import mix_seed
+from diffspace.training.batches import BatchOrder
 from diffspace.training.precision import NetCall
 
 STANDINS = '''
@@ -73,7 +74,7 @@ def toy_built(nan_calls=()):
     torch.manual_seed(123)
     images = torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(7)) * 2 - 1
     info = DatasetInfo("toy", 1, (4, 4), (0.0, 255.0), 256, None)
-    return Built(ImageDataset(images, None, info), Model(ToyNet(), ToyProcess(nan_calls)))
+    return Built(ImageDataset(images, None, info), Model(ToyNet(), ToyProcess(nan_calls)), RunConfig())
 
 
 def toy_config(*overrides):
@@ -265,15 +266,18 @@ def test_repeated_nonfinite_steps_stop_with_a_checkpoint(toys, tmp_path: Path) -
 
 
 def test_sample_grids_during_training_use_the_configured_sampler(toys, tmp_path: Path, monkeypatch) -> None:
-    from diffspace import samplers
+    from diffspace import process
+    from diffspace.noise import uniform_noise
+    from diffspace.sampling import SampleResult
 
     calls = []
 
     def toy_sampler(process, net, shape, steps, generator=None, **kwargs):
         calls.append((shape, steps))
-        return samplers.SampleResult(torch.rand(shape, generator=generator) * 2 - 1, steps)
+        return SampleResult(uniform_noise(shape, generator, "cpu") * 2 - 1, steps)
 
-    monkeypatch.setitem(samplers.SAMPLERS, "toy", toy_sampler)
+    record = process.Family("toy", process.ProcessConfig, lambda *a: None, {"toy": toy_sampler})
+    monkeypatch.setitem(process._FAMILIES, "toy", record)
     cfg = toys.toy_config("train.steps=4", "train.sample_every=2", "sample.sampler=toy", "sample.num=6",
                           "sample.steps=3")
     result = train(cfg, tmp_path / "run", quiet=True, built=toys.toy_built())

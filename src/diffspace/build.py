@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from diffspace.checkpoint import RunError, latest_checkpoint, load_checkpoint
-from diffspace.config import ConfigError, RunConfig, load_preset, unknown, validate_names
+from diffspace.config import ConfigError, RunConfig, load_preset, validate_names
 from diffspace.data import ImageDataset, load_dataset
 from diffspace.images import save_grid
+from diffspace.multilevel import check_resolution_free, process_at
 from diffspace.nets import build_net
-from diffspace.processes import build_process
+from diffspace.noise import PerSampleGenerator
+from diffspace.process import DataFacts, Process, build_process, check_sampler, family, get_sampler, resolve_config
 
 #: At most this many training images (the first ones) fit a process's data-driven parts
 #: (fitted priors, PCA bases).
@@ -34,7 +37,9 @@ class Model(nn.Module):
     """The trained object: the network and the forward process (whose parameters and buffers,
     if any, belong to the model too). State-dict keys are "net.*" and "process.*"."""
 
-    def __init__(self, net: nn.Module, process: nn.Module) -> None:
+    process: Process
+
+    def __init__(self, net: nn.Module, process: Process) -> None:
         super().__init__()
         self.net = net
         self.process = process
@@ -42,36 +47,32 @@ class Model(nn.Module):
 
 @dataclass
 class Built:
-    """A data set and the model built for it."""
+    """A data set, the model built for it and the config resolved against it (data-derived fields filled in)."""
 
     dataset: ImageDataset
     model: Model
+    config: RunConfig
 
 
-def check_sampler(cfg: RunConfig, sampler: str | None = None) -> None:
-    """ConfigError unless `sampler` (default: cfg.sample.sampler) is one the process kind supports."""
-    from diffspace.processes import SAMPLERS_BY_KIND
-
-    name = sampler or cfg.sample.sampler
-    fitting = SAMPLERS_BY_KIND.get(cfg.process.kind, ())
-    if name not in fitting:
-        raise unknown(f"sampler for process.kind={cfg.process.kind}", name, fitting)
+def data_facts(dataset: ImageDataset) -> DataFacts:
+    """The facts a process builder may know of a data set: per-image shape and intensity levels."""
+    return DataFacts(tuple(dataset.images.shape[1:]), dataset.info.levels)
 
 
 def build(cfg: RunConfig, data_dir: str | Path | None = None) -> Built:
     """Load the data set and build process and network for it (weights from the global torch
     RNG: seed it first for a reproducible initialisation)."""
     validate_names(cfg)
-    check_sampler(cfg)
     dataset = load_dataset(cfg.data, data_dir)
-    info = dataset.info
+    info, facts = dataset.info, data_facts(dataset)
+    resolved = dataclasses.replace(cfg, process=resolve_config(cfg.process, facts))
     try:
-        process = build_process(cfg.process, dataset.images[:FIT_ITEMS])
+        process = build_process(resolved.process, dataset.images[:FIT_ITEMS], facts)
         in_channels, out_channels = process.network_channels(info.channels)
         net = build_net(cfg.model, in_channels, out_channels, info.size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return Built(dataset, Model(net, process))
+    return Built(dataset, Model(net, process), resolved)
 
 
 def load_run(
@@ -85,11 +86,10 @@ def load_run(
     path = latest_checkpoint(run_dir)
     if path is None:
         raise RunError(f"{run_dir} has no checkpoint yet; train it longer with `diffspace train --run-dir {run_dir}`")
-    cfg = RunConfig.load(run_dir / CONFIG_FILE)
-    built = build(cfg, data_dir)
+    built = build(RunConfig.load(run_dir / CONFIG_FILE), data_dir)
     state = load_checkpoint(path)
     built.model.load_state_dict(state["ema"]["module"] if ema else state["model"])
-    return cfg, built, state["step"]
+    return built.config, built, state["step"]
 
 
 def generate(
@@ -102,23 +102,21 @@ def generate(
     batch_size: int,
     device: torch.device,
     cond: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> tuple[Tensor, int]:
-    """`num` samples of per-image shape `shape` (C, H, W) in model space, drawn in batches of at
-    most `batch_size` from one generator seeded with `seed`; returns (samples on CPU, NFE per batch).
-    `cond` (e.g. {"softness": 0.7}) is passed to the sampler."""
-    from diffspace.samplers import SAMPLERS
-
-    if sampler not in SAMPLERS:
-        raise unknown("sampler", sampler, SAMPLERS)
-    generator = torch.Generator(device).manual_seed(seed)
+    """`num` samples of per-image shape `shape` (C, H, W) in model space, drawn in batches of at most `batch_size`;
+    sample i's noise comes from its own generator seeded (seed, i), so it does not depend on the batch size.
+    Returns (samples on CPU, NFE per batch). `cond` (e.g. {"softness": 0.7}) is passed to the sampler."""
+    fn = get_sampler(sampler)
     chunks, nfe = [], 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, num, batch_size):
             size = min(batch_size, num - start)
+            generator = PerSampleGenerator.for_indices(seed, range(start, start + size), device)
             try:
-                result = SAMPLERS[sampler](model.process, model.net, (size, *shape), steps, generator, cond=cond)
+                result = fn(model.process, model.net, (size, *shape), steps, generator, cond=cond, progress=progress)
             except ValueError as err:  # bad steps or options for this sampler: a usage error, not a crash
                 raise ConfigError(f"sampler {sampler!r}: {err}") from None
             chunks.append(result.samples.float().cpu())
@@ -154,18 +152,18 @@ class SampleReport:
     size: tuple[int, int]
 
 
-def at_resolution(cfg: RunConfig, model: Model, channels: int, resolution: int) -> Model:
-    """The run's network with its forward process rebuilt for (C, N, N) data, N = `resolution`: a
-    process defined at every N (diffspace.multilevel.process_at) and a network that runs on any grid."""
-    from diffspace.multilevel import process_at
-
+def at_resolution(cfg: RunConfig, model: Model, facts: DataFacts) -> Model:
+    """The run's network with its forward process rebuilt for data with `facts` at another resolution: a process
+    defined at every N (capabilities.resolution_free) and a network that runs on any grid."""
+    resolution = facts.shape[-1]
     if resolution < 1:
         raise ConfigError(f"--resolution must be ≥ 1; got {resolution}")
     if cfg.model.kind == "mlp":
         raise ConfigError(f"--resolution {resolution}: model.kind=mlp is built for one input size; sampling at "
                           "another resolution needs a network that runs on any grid (model.kind fno or unet)")
     try:
-        process = process_at(cfg.process, (channels, resolution, resolution))
+        check_resolution_free(model.process, f"building it at {resolution}×{resolution}")
+        process = process_at(cfg.process, facts)
     except ValueError as err:
         raise ConfigError(f"--resolution {resolution}: {err}") from None
     return Model(model.net, process.to(next(model.net.parameters()).device))
@@ -181,32 +179,49 @@ def sample_run(
     ema: bool = True,
     data_dir: str | Path | None = None,
     resolution: int | None = None,
+    extend_right: int | None = None,
+    progress: bool = False,
 ) -> SampleReport:
     """Draw `num` samples from a trained run (EMA weights unless ema=False) and write them to
     `out`: a .png grid, or a .npz with `samples` (N, C, H, W) float32 in model space, `levels`
     (0 for continuous data) and the checkpoint `step`. Unset options take the run's sample config.
-    `resolution` N samples N×N images, at a resolution the run may never have seen (see `at_resolution`)."""
+    `resolution` N samples N×N images, at a resolution the run may never have seen (see `at_resolution`);
+    `extend_right` K extends each sample by K columns (models that generate columns left to right)."""
     out = Path(out)
     if out.suffix not in (".png", ".npz"):
         raise ConfigError(f"--out must end in .png (a grid) or .npz (raw samples); got {out}")
-    for name, value in (("--num", num), ("--steps", steps)):
+    for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be ≥ 1; got {value}")
     cfg, built, step = load_run(run_dir, ema, data_dir)
     s = cfg.sample
     sampler, steps = sampler or s.sampler, s.steps if steps is None else steps
-    check_sampler(cfg, sampler)
+    check_sampler(cfg.process.kind, sampler)
     seed = s.seed if seed is None else seed
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     model = built.model.to(device)
-    shape = tuple(built.dataset.images.shape[1:])
+    facts = data_facts(built.dataset)
+    shape = facts.shape
     if resolution is not None and (resolution, resolution) != shape[1:]:
-        model, shape = at_resolution(cfg, model, shape[0], resolution), (shape[0], resolution, resolution)
-    samples, nfe = generate(model, shape, num, sampler, steps, seed, s.batch_size, device)
+        facts = DataFacts((shape[0], resolution, resolution), facts.levels)
+        model, shape = at_resolution(cfg, model, facts), facts.shape
+    extend = None
+    if extend_right is not None:
+        extend = family(cfg.process.kind).extend_right
+        if extend is None:
+            raise ConfigError(f"--extend-right: process.kind={cfg.process.kind} has no image extension")
+    samples, nfe = generate(model, shape, num, sampler, steps, seed, s.batch_size, device, progress=progress)
+    if extend is not None:
+        try:
+            extension = extend(model.process, model.net, samples, extend_right, steps,
+                               PerSampleGenerator.for_indices(seed + 1, range(num), device))
+        except ValueError as err:
+            raise ConfigError(f"--extend-right: {err}") from None
+        samples, nfe = extension.images, nfe + extension.nfe
     levels = built.dataset.info.levels
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
         save_grid(samples, out, levels)
     else:
         np.savez(out, samples=samples.numpy(), levels=np.int64(levels or 0), step=np.int64(step))
-    return SampleReport(out, num, sampler, steps, nfe, step, ema, shape[1:])
+    return SampleReport(out, num, sampler, steps, nfe, step, ema, tuple(samples.shape[-2:]))

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(needs a process defined at every N, e.g. a power-law prior, and an FNO or U-Net)")
     sample.add_argument("--extend-right", type=int, metavar="K", help="extend each sample by K columns to the "
                         "right, beyond the training width (column-sequential models, e.g. gud-mnist-columns)")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = commands.add_parser("export", help="export a run's weights as safetensors",
                                  description="Write the newest checkpoint's weights (EMA by default) as safetensors.")
@@ -126,30 +127,18 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     """`diffspace sample`."""
     from diffspace.build import sample_run
-
-    if args.extend_right is not None:
-        return _extend(args)
-    report = sample_run(args.run, args.out, args.num, args.steps, args.sampler, args.seed,
-                        not args.no_ema, args.data_dir, args.resolution)
-    weights = "EMA" if report.ema else "raw"
-    print(f"{report.sampler}, {report.steps} steps: {report.nfe} network evaluations per batch "
-          f"({weights} weights, step {report.step})")
-    print(f"wrote {report.num} samples to {report.path} ({report.size[0]}×{report.size[1]})")
-    return 0
-
-
-def _extend(args: argparse.Namespace) -> int:
-    """`diffspace sample --extend-right K`."""
     from diffspace.config import ConfigError
-    from diffspace.extension import extend_run
 
-    if args.resolution is not None or args.sampler is not None:
+    if args.extend_right is not None and (args.resolution is not None or args.sampler is not None):
         raise ConfigError("--extend-right draws its windows with its own inpainting sampler at the training "
                           "resolution: leave out --resolution and --sampler")
-    path, nfe = extend_run(args.run, args.out, args.num, args.extend_right, args.steps, args.seed,
-                           not args.no_ema, args.data_dir)
-    print(f"wrote {args.num} samples extended by {args.extend_right} columns to {path} ({nfe} network evaluations "
-          "per batch)")
+    report = sample_run(args.run, args.out, args.num, args.steps, args.sampler, args.seed, not args.no_ema,
+                        args.data_dir, args.resolution, args.extend_right, progress=not args.quiet)
+    weights = "EMA" if report.ema else "raw"
+    extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
+    print(f"{report.sampler}, {report.steps} steps: {report.nfe} network evaluations per batch "
+          f"({weights} weights, step {report.step}{extended})")
+    print(f"wrote {report.num} samples to {report.path} ({report.size[0]}×{report.size[1]})")
     return 0
 
 

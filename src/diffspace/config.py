@@ -1,20 +1,22 @@
 """The typed run configuration: schema, presets, dotted overrides, validation, YAML round trip.
 
 A run is one `RunConfig`: five sections (`data`, `model`, `process`, `train`, `sample`), the
-`multilevel` section (training across resolutions; off by default) and a `description`. Every
-section is a dataclass; its field types drive the parsing of YAML values and of command-line
-overrides such as `train.steps=200 model.channels=32`. A field may declare
-its valid values in `dataclasses.field(metadata=...)` with any of the keys
-  "choices": a tuple of allowed values, "min"/"max": inclusive bounds,
-  "gt"/"lt": exclusive bounds;
-the same convention works for every section's dataclass. Anything wrong raises `ConfigError`,
+`multilevel` section (training across resolutions; off by default), a `description` and the
+config `version`. Every section is a dataclass; its field types drive the parsing of YAML values
+and of command-line overrides such as `train.steps=200 model.channels=32`, and its field
+metadata the validation (`diffspace.validation`). The `process:` section is a tagged union: its
+`kind` names a process family and that family's config dataclass parses the rest, so a knob of
+another family is refused with the family it belongs to. Anything wrong raises `ConfigError`,
 whose message names the key and, for unknown keys and names, the closest valid one.
+
+Versions: 1 (no `version` key) held every family's knobs in one flat `process:` section (the
+Gaussian ones at its top, the others in sections named after their family); it is migrated on
+read by each family's `migrate`. 2 is the tagged union.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,35 +30,11 @@ from diffspace.checkpoint import atomic_write
 from diffspace.data import DataConfig
 from diffspace.multilevel import MultilevelConfig
 from diffspace.nets import NetConfig
-from diffspace.processes.config import ProcessConfig
+from diffspace.process import ProcessConfig, default_config, families, family
+from diffspace.validation import ConfigError, check, closest, unknown
 
-
-class ConfigError(ValueError):
-    """A configuration a run cannot use: unknown key, wrong type or invalid value."""
-
-
-def closest(name: str, options: typing.Iterable[str]) -> str | None:
-    """The option most similar to `name` (difflib ratio ≥ 0.5), or None."""
-    options = list(options)
-    matches = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
-    if matches:
-        return matches[0]
-    tail = name.rsplit(".", 1)[-1]
-    same_tail = [o for o in options if o.rsplit(".", 1)[-1] == tail]
-    return same_tail[0] if same_tail else None
-
-
-def unknown(what: str, name: str, options: typing.Iterable[str]) -> ConfigError:
-    """A ConfigError for an unknown `name`, suggesting the closest of `options`
-    (and listing them all when there are at most a dozen)."""
-    options = sorted(options)
-    guess = closest(name, options)
-    message = f"unknown {what} '{name}'"
-    if guess:
-        message += f" (did you mean '{guess}'?)"
-    if len(options) <= 12:
-        message += f"; valid: {', '.join(options)}"
-    return ConfigError(message)
+#: The layout `RunConfig.save` writes (see the module docstring).
+CONFIG_VERSION = 2
 
 
 @dataclass
@@ -120,10 +98,11 @@ class SampleConfig:
 class RunConfig:
     """Everything that defines a run; `save`/`load` round-trip it through YAML exactly."""
 
+    version: int = field(default=CONFIG_VERSION, metadata={"min": CONFIG_VERSION, "max": CONFIG_VERSION})
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: NetConfig = field(default_factory=NetConfig)
-    process: ProcessConfig = field(default_factory=ProcessConfig)
+    process: ProcessConfig = field(default_factory=default_config)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     multilevel: MultilevelConfig = field(default_factory=MultilevelConfig)
@@ -142,19 +121,35 @@ class RunConfig:
         """Read a config written by `save` (or any partial YAML: missing keys take defaults)."""
         try:
             raw = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        return from_dict(cls, raw or {})
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot be read as YAML: {err}") from None
+        try:
+            return cls.from_dict(raw or {})
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RunConfig:
+        """Parse and validate nested plain values of any config version (older layouts are migrated)."""
+        return from_dict(cls, migrate(raw))
 
     def with_overrides(self, overrides: typing.Sequence[str]) -> RunConfig:
-        """A copy with dotted `key=value` overrides applied, e.g. "train.steps=200"."""
-        raw = self.to_dict()
+        """A copy with dotted `key=value` overrides applied, e.g. "train.steps=200". A changed `process.kind`
+        applies first and starts the process section afresh from that family's defaults."""
+        pairs = []
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.steps=200)")
-            _set_dotted(raw, key.strip(), value.strip())
-        return from_dict(RunConfig, raw)
+            pairs.append((key.strip(), value.strip()))
+        raw = self.to_dict()
+        kinds = [value for key, value in pairs if key == "process.kind"]
+        if kinds and kinds[-1] != raw["process"]["kind"]:
+            family(kinds[-1])
+            raw["process"] = {"kind": kinds[-1]}
+        for key, value in pairs:
+            _set_dotted(raw, key, value)
+        return RunConfig.from_dict(raw)
 
 
 def _plain(value: Any) -> Any:
@@ -166,23 +161,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def keys(cls: type | None = None) -> list[str]:
-    """Every valid dotted key of a config dataclass (RunConfig by default)."""
+def keys(cls: type | None = None, kind: str | None = None) -> list[str]:
+    """Every valid dotted key of a config dataclass (RunConfig by default); the process keys are those of
+    family `kind` (default: the default family)."""
     cls = RunConfig if cls is None else cls
     out: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out += [f"{f.name}.{k}" for k in keys(hints[f.name])]
+        kind_cls = _variant(hints[f.name], kind)
+        if dataclasses.is_dataclass(kind_cls):
+            out += [f"{f.name}.{k}" for k in keys(kind_cls, kind)]
         else:
             out.append(f.name)
     return out
 
 
+def _variant(hint: Any, kind: str | None) -> Any:
+    """The dataclass that parses a field of type `hint`: the family's config for the process union."""
+    if hint is ProcessConfig:
+        return family(kind).config if kind is not None else default_config().__class__
+    return hint
+
+
+def _foreign_knob(key: str, kind: str) -> ConfigError | None:
+    """The error for a process key that is a knob of another family than `kind`, or None."""
+    leaf = key.split(".", 1)[1] if key.startswith("process.") else key
+    owners = [name for name, record in families().items()
+              if name != kind and leaf in {f.name for f in dataclasses.fields(record.config)}]
+    if not owners:
+        return None
+    return ConfigError(f"process.{leaf} is a knob of the {' and '.join(owners)} family, but process.kind is "
+                       f"{kind!r}; set process.kind={owners[0]} or leave the key out")
+
+
 def _set_dotted(raw: dict[str, Any], key: str, value: str) -> None:
-    """Set raw[a][b] = value for key "a.b", rejecting keys the schema does not have."""
-    if key not in keys():
-        raise unknown("config key", key, keys())
+    """Set raw[a][b] = value for key "a.b", rejecting keys the schema (with raw's process kind) does not have."""
+    kind = raw.get("process", {}).get("kind")
+    valid = keys(kind=kind)
+    if key not in valid:
+        foreign = _foreign_knob(key, kind) if key.startswith("process.") else None
+        raise foreign or unknown("config key", key, valid)
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
@@ -195,11 +213,19 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    if cls is ProcessConfig:
+        kind = raw.get("kind", default_config().kind)
+        coerce(kind, str, f"{prefix}kind")
+        cls = family(kind).config
+        for name in raw:
+            foreign = None if name in keys(cls) else _foreign_knob(name, kind)
+            if foreign is not None:
+                raise foreign
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in raw:
         if name not in fields:
-            raise unknown("config key", f"{prefix}{name}", [f"{prefix}{k}" for k in keys(cls)])
+            raise unknown("config key", f"{prefix}{name}", [f"{prefix}{k}" for k in keys(cls, raw.get("kind"))])
     values: dict[str, Any] = {}
     for name, value in raw.items():
         key = f"{prefix}{name}"
@@ -270,23 +296,6 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {kind!r}")
 
 
-def check(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
-    """Raise ConfigError if `value` breaks a field's metadata rules (choices, min, max, gt, lt)."""
-    if value is None:
-        return
-    tests = {"min": ("≥", lambda v, b: v >= b), "max": ("≤", lambda v, b: v <= b),
-             "gt": (">", lambda v, b: v > b), "lt": ("<", lambda v, b: v < b)}
-    for v in value if isinstance(value, tuple) else (value,):
-        if "choices" in rules and v not in rules["choices"]:
-            choices = [str(c) for c in rules["choices"]]
-            guess = closest(str(v), choices)
-            hint = f" (did you mean '{guess}'?)" if guess else ""
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {v!r}{hint}")
-        for name, (sign, ok) in tests.items():
-            if name in rules and not ok(v, rules[name]):
-                raise ConfigError(f"{key} must be {sign} {rules[name]}; got {v!r}")
-
-
 def _preset_files() -> dict[str, Any]:
     """Preset name → its packaged YAML resource."""
     folder = resources.files("diffspace") / "presets"
@@ -305,7 +314,7 @@ def load_preset(name: str) -> RunConfig:
         raise unknown("preset", name, files)
     raw = yaml.safe_load(files[name].read_text()) or {}
     try:
-        return from_dict(RunConfig, raw)
+        return RunConfig.from_dict(raw)
     except ConfigError as err:
         raise ConfigError(f"preset {name}: {err}") from None
 
@@ -320,14 +329,38 @@ def list_presets() -> list[tuple[str, str]]:
 
 
 def validate_names(cfg: RunConfig) -> None:
-    """Check the names that live in registries: data set and sampler."""
+    """Check the names that live in registries: the data set, and a sampler that fits the process family."""
     from diffspace.data import DATASETS
-    from diffspace.samplers import SAMPLERS
+    from diffspace.process import check_sampler, samplers
 
     if cfg.data.name not in DATASETS:
         raise unknown("data set (data.name)", cfg.data.name, DATASETS)
-    if cfg.sample.sampler not in SAMPLERS:
-        raise unknown("sampler (sample.sampler)", cfg.sample.sampler, SAMPLERS)
+    if cfg.sample.sampler not in samplers():
+        raise unknown("sampler (sample.sampler)", cfg.sample.sampler, samplers())
+    check_sampler(cfg.process.kind, cfg.sample.sampler)
+
+
+def migrate(raw: Any) -> Any:
+    """Nested plain values of any config version in the current layout (ConfigError for a newer version)."""
+    if not isinstance(raw, dict):
+        return raw
+    version = raw.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"version must be a positive integer; got {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"this config has version {version}, written by a newer diffspace (this one reads up to "
+                          f"{CONFIG_VERSION}); upgrade diffspace to use it")
+    if version == CONFIG_VERSION:
+        return raw
+    out = {**raw, "version": CONFIG_VERSION}
+    process = raw.get("process")
+    if isinstance(process, dict):
+        kind = process.get("kind", default_config().kind)
+        top = {k: v for k, v in process.items() if not isinstance(v, dict)}
+        section = process.get(kind) if isinstance(process.get(kind), dict) else {}
+        out["process"] = {"kind": kind, **family(str(kind)).migrate({k: v for k, v in top.items() if k != "kind"},
+                                                                       section)}
+    return out
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

@@ -8,8 +8,10 @@ Metrics (`METRICS`):
   class_balance       — TV distance between the classes predicted for samples and for training images.
   function            — power-spectrum error per octave, sliced Wasserstein, Riesz MMD against
                         the test split (`diffspace.metrics.function_space`).
-  bpd                 — −ELBO in bits/dim of test images (`process.nll_bound`, dequantized).
-  ode_bpd             — probability-flow ODE bits/dim of test images (Gaussian processes).
+  bpd                 — −ELBO in bits/dim of test images (`process.nll_bound`, dequantized unless the
+                        process's state is discrete).
+  ode_bpd             — probability-flow ODE bits/dim of test images (processes whose capabilities
+                        include an exact ODE likelihood).
 
 Every entry of the report carries metric, value, standard error (None where not defined),
 num_samples, NFE, sampler, steps, checkpoint step and device, plus metric-specific details.
@@ -29,15 +31,16 @@ from torch import Tensor
 
 from diffspace.build import Built, generate, load_run
 from diffspace.checkpoint import atomic_write
-from diffspace.config import ConfigError, RunConfig, unknown
+from diffspace.config import ConfigError, RunConfig
 from diffspace.data import DataConfig, DataError, load_dataset
 from diffspace.images import save_grid, to_uint8
-from diffspace.metrics.bpd import ODE_KINDS, BpdResult, elbo_bpd, ode_bpd
+from diffspace.metrics.bpd import BpdResult, elbo_bpd, ode_bpd
 from diffspace.metrics.classifier import CLASSIFIER_DATASETS
 from diffspace.metrics.domain import class_balance, label_frequencies, precision_recall
 from diffspace.metrics.fid import FeatureStats, InceptionFeatures, fid_from_stats, kernel_distance
 from diffspace.metrics.function_space import function_metrics
 from diffspace.metrics.reference import ClassifierFeatures, reference_stats
+from diffspace.validation import unknown
 
 SAMPLE_METRICS = ("fid", "kid", "domain_fid", "precision_recall", "class_balance", "function")
 DATA_METRICS = ("bpd", "ode_bpd")
@@ -275,18 +278,18 @@ def _bpd_entry(ctx: _Context, name: str, result: BpdResult, split: str) -> Metri
 def _bpd(ctx: _Context) -> list[MetricEntry]:
     images, split = _test_images(ctx, ctx.options.bpd_num)
     model = ctx.built.model.to(ctx.device).eval()
-    result = elbo_bpd(model.process, model.net, images, ctx.built.dataset.info.levels, kind=ctx.cfg.process.kind,
+    result = elbo_bpd(model.process, model.net, images, ctx.built.dataset.info.levels,
                       generator=torch.Generator(ctx.device).manual_seed(ctx.options.seed),
                       repeats=ctx.options.bpd_repeats, cond=ctx.cond)
     return [_bpd_entry(ctx, "bpd", result, split)]
 
 
 def _ode_bpd(ctx: _Context) -> list[MetricEntry]:
-    if ctx.cfg.process.kind not in ODE_KINDS:
-        raise ConfigError(f"ode_bpd needs a probability-flow ODE ({', '.join(ODE_KINDS)} processes); "
-                          f"process.kind is {ctx.cfg.process.kind!r}: use bpd (the ELBO)")
-    images, split = _test_images(ctx, ctx.options.bpd_num)
     model = ctx.built.model.to(ctx.device).eval()
+    if not model.process.capabilities.ode_likelihood:
+        raise ConfigError(f"ode_bpd needs an exact probability-flow ODE likelihood, which process.kind="
+                          f"{ctx.cfg.process.kind} does not offer: use bpd (the ELBO)")
+    images, split = _test_images(ctx, ctx.options.bpd_num)
     result = ode_bpd(model.process, model.net, images, ctx.built.dataset.info.levels,
                      divergence=ctx.options.divergence,
                      generator=torch.Generator(ctx.device).manual_seed(ctx.options.seed), cond=ctx.cond)

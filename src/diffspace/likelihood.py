@@ -1,11 +1,12 @@
 """Likelihoods in bits/dim: the probability-flow ODE (exact or Hutchinson divergence) and dequantization.
 
-Probability-flow ODE (continuous normalising flow): for dz/dt = v(z, t),
+Probability-flow ODE (continuous normalising flow) of any ContinuousProcess whose capabilities say
+`ode_likelihood`: for dz/dt = v(z, t),
 
-    log p₀(z₀) = log p₁(z₁) + ∫₀¹ ∇·v(z_t, t) dt,    p₁ = N(0, I),
+    log p₀(z₀) = log p₁(z₁) + ∫₀¹ ∇·v(z_t, t) dt,    p₁ = the process's prior density,
 
-solved with torchdiffeq's adaptive dopri5. In data space x = m + Uᵀ(√λ z), so
-log p(x) = log p₀(z) − ½ Σ log λ, and bits/dim = −log p(x) / (D ln 2).
+solved with torchdiffeq's adaptive dopri5. With the state z = φ(x) of the data (`likelihood_state`),
+log p(x) = log p₀(φ(x)) + log |det ∂φ/∂x|, and bits/dim = −log p(x) / (D ln 2).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from diffspace.noise import gaussian_noise, uniform_noise
+from diffspace.noise import Generator, gaussian_noise, uniform_noise
+from diffspace.process import ContinuousProcess
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -46,12 +48,12 @@ def _divergence(velocity: Tensor, z: Tensor, probe: Tensor | None) -> Tensor:
 
 
 def ode_nll(
-    process: Any,
+    process: ContinuousProcess,
     net: Callable[..., Tensor],
     x: Tensor,
     *,
     divergence: str = "exact",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     cond: dict[str, Any] | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -59,8 +61,10 @@ def ode_nll(
     """−log p(x) of the probability-flow ODE model, per sample, for data x (B, C, H, W)."""
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
-    z0 = process.to_state(x)
-    batch, dim = z0.shape[0], z0[0].numel()
+    if not process.capabilities.ode_likelihood:
+        raise ValueError(f"{type(process).__name__} has no exact probability-flow ODE likelihood; use its ELBO")
+    z0, log_det = process.likelihood_state(x)
+    batch, dim = z0.shape[0], x[0].numel()
     probe = gaussian_noise(tuple(z0.shape), generator, z0.device, z0.dtype) if divergence == "hutchinson" else None
     calls = 0
 
@@ -70,7 +74,7 @@ def ode_nll(
         with torch.enable_grad():
             z = state[0].detach().requires_grad_(True)
             time = t.to(z.dtype).clamp(0.0, 1.0).expand(batch)  # dopri5 may probe just past t = 1
-            velocity = process.pf_ode_velocity(net, z, time, cond)
+            velocity = process.pf_ode_velocity(z, time, process.predict(net, z, time, cond))
             div = _divergence(velocity, z, probe)
         return velocity.detach(), div.detach()
 
@@ -78,13 +82,11 @@ def ode_nll(
     start = (z0, torch.zeros(batch, dtype=z0.dtype, device=z0.device))
     z_path, div_path = odeint(dynamics, start, times, rtol=rtol, atol=atol, method="dopri5")
     z1, integral = z_path[-1], div_path[-1]
-    log_prior = -0.5 * (z1.flatten(1) ** 2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
-    jacobian = 0.5 * torch.log(process.prior.variance.to(z0.dtype)).sum()
-    nll = -(log_prior + integral) + jacobian
+    nll = -(process.prior_log_density(z1) + integral + log_det)
     return LikelihoodResult(nll=nll, bpd=nll / (dim * math.log(2.0)), nfe=calls)
 
 
-def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
+def dequantize(x: Tensor, levels: int, generator: Generator = None) -> Tensor:
     """Uniform dequantization of model-space values on L levels: x + u·2/(L−1), u ~ U[−½, ½).
 
     The data (spacing 2/(L−1) in [−1, 1]) become a continuous density whose log-likelihood

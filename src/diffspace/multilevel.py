@@ -1,8 +1,8 @@
 """Multilevel training and sampling across resolutions (Hagemann et al., arXiv 2303.04772).
 
-A model whose forward process is defined at every resolution (a Gaussian diffusion in the
-Fourier or DCT basis with a power-law, Laplacian or white prior) and whose network runs on
-any grid (an FNO) can be trained on coarse grids first and sampled on grids it never saw.
+A model whose forward process is defined at every resolution (capabilities.resolution_free: e.g. a
+Gaussian diffusion in the Fourier or DCT basis with a power-law, Laplacian or white prior) and whose
+network runs on any grid (an FNO) can be trained on coarse grids first and sampled on grids it never saw.
 `MultilevelConfig` is the `multilevel` section of a run:
 
     mode: schedule            # "off" | "schedule" | "joint"
@@ -24,13 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from diffspace.data.transforms import resize_images, resize_method
-from diffspace.processes import ProcessConfig, build_process
-from diffspace.spaces import Shape
+from diffspace.process import DataFacts, Process, ProcessConfig, build_process
 
 MODES = ("off", "schedule", "joint")
-
-#: Process settings that are estimated from data at one resolution: not defined at another.
-DATA_FITTED = {"prior": ("fitted",), "basis": ("pca",)}
 
 
 @dataclass
@@ -92,26 +88,19 @@ class MultilevelConfig:
         return len(self.steps) - 1
 
 
-def check_resolution_free(cfg: ProcessConfig, what: str) -> None:
-    """ValueError when `cfg` has a part fitted to data at one resolution (prior "fitted", basis "pca")."""
-    for key, values in DATA_FITTED.items():
-        value = getattr(cfg, key)
-        if value in values:
-            raise ValueError(
-                f"process.{key}={value!r} is estimated from data at the training resolution and is not defined "
-                f"at another one, so {what} is impossible; use a resolution-free process "
-                "(basis fourier or dct with prior power_law, laplacian or white)"
-            )
+def check_resolution_free(process: Process, what: str) -> None:
+    """ValueError unless `process` is defined at every resolution (nothing fitted to data at one, nothing learned)."""
+    if not process.capabilities.resolution_free:
+        raise ValueError(
+            f"this process has parts estimated from the data at the training resolution (or learned with the "
+            f"network), so {what} is impossible; use a resolution-free process (e.g. a Gaussian one with basis "
+            "fourier or dct and prior power_law, laplacian or white)"
+        )
 
 
-def process_at(cfg: ProcessConfig, shape: Shape) -> nn.Module:
-    """The forward process `cfg` rebuilt for data of shape (C, N, N); ValueError for data-fitted processes."""
-    check_resolution_free(cfg, f"building it at {shape[-2]}×{shape[-1]}")
-    process = build_process(cfg, shape=shape)
-    if any(True for _ in process.parameters()):
-        raise ValueError(f"process.kind={cfg.kind!r} has learned parameters, which are tied to one resolution; "
-                         "multilevel training and sampling need a process without them")
-    return process
+def process_at(cfg: ProcessConfig, facts: DataFacts | tuple[int, int, int]) -> Process:
+    """The forward process `cfg` (resolved) rebuilt for data with `facts` (or just a shape) at another resolution."""
+    return build_process(cfg, facts=facts)
 
 
 def level_images(images: Tensor, resolution: int, data_name: str, resize: str) -> Tensor:
@@ -120,7 +109,7 @@ def level_images(images: Tensor, resolution: int, data_name: str, resize: str) -
 
 
 @torch.no_grad()
-def validation_loss(process: nn.Module, net: nn.Module, images: Tensor, seed: int = 0, batch_size: int = 256) -> float:
+def validation_loss(process: Process, net: nn.Module, images: Tensor, seed: int = 0, batch_size: int = 256) -> float:
     """Mean per-sample training loss of `net` on `images` with times and noise from a generator seeded `seed`."""
     generator = torch.Generator(images.device).manual_seed(seed)
     total = 0.0

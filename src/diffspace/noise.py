@@ -1,39 +1,100 @@
-"""Seeded noise that honours an explicit generator on any device."""
+"""Seeded noise that honours an explicit generator on any device, one generator per batch or per sample.
+
+Every draw takes `generator`: a `torch.Generator` (one stream for the whole batch), a
+`PerSampleGenerator` (row i of every draw comes from generator i, so sample i does not depend on
+the batch it was drawn in) or None (torch's global stream). Draws are made on the generator's
+device and moved to the requested one.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
-def _draw(
-    sampler: Callable[..., Tensor],
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype,
-) -> Tensor:
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every integer in `parts` (numpy SeedSequence hashing)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class PerSampleGenerator:
+    """One `torch.Generator` per sample of a batch: draws shaped (B, …) take row i from generator i."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        if len(seeds) == 0:
+            raise ValueError("a per-sample generator needs at least one seed")
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+
+    @classmethod
+    def for_indices(cls, seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> PerSampleGenerator:
+        """Generators for samples `indices` of a run seeded `seed`: sample i's stream is seeded mix_seed(seed, i)."""
+        return cls([mix_seed(seed, i) for i in indices], device)
+
+    def __len__(self) -> int:
+        """The batch size it serves."""
+        return len(self.generators)
+
+
+Generator = torch.Generator | PerSampleGenerator | None
+
+
+def _rows(generator: PerSampleGenerator, batch: int) -> list[torch.Generator]:
+    if batch != len(generator):
+        raise ValueError(f"a per-sample generator of {len(generator)} samples cannot draw a batch of {batch}")
+    return generator.generators
+
+
+def _draw(sampler: Callable[..., Tensor], shape: tuple[int, ...], generator: Generator,
+          device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    if isinstance(generator, PerSampleGenerator):
+        rows = [sampler((1, *shape[1:]), generator=g, device=generator.device, dtype=dtype)
+                for g in _rows(generator, shape[0])]
+        return torch.cat(rows).to(device)
     source = generator.device if generator is not None else device
     return sampler(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
-def gaussian_noise(
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """ξ ~ N(0, I) of `shape` on `device`, drawn from `generator` (on its own device) if given."""
+def gaussian_noise(shape: tuple[int, ...], generator: Generator, device: torch.device | str,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    """ξ ~ N(0, I) of `shape` on `device`."""
     return _draw(torch.randn, shape, generator, device, dtype)
 
 
-def uniform_noise(
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """u ~ U[0, 1) of `shape` on `device`, drawn from `generator` if given."""
+def uniform_noise(shape: tuple[int, ...], generator: Generator, device: torch.device | str,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """u ~ U[0, 1) of `shape` on `device`."""
     return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def _elementwise(draw: Callable[..., Tensor], generator: Generator, *args: Tensor) -> Tensor:
+    """draw(*args, generator=…) per element, computed where the generator lives, returned on the args' device."""
+    device = args[0].device
+    if isinstance(generator, PerSampleGenerator):
+        rows = [draw(*(a[i:i + 1].to(generator.device) for a in args), generator=g)
+                for i, g in enumerate(_rows(generator, args[0].shape[0]))]
+        return torch.cat(rows).to(device)
+    source = generator.device if generator is not None else device
+    return draw(*(a.to(source) for a in args), generator=generator).to(device)
+
+
+def binomial(count: Tensor, probability: Tensor, generator: Generator) -> Tensor:
+    """Binomial(n, p) per element (n float counts, p of n's shape and dtype)."""
+    return _elementwise(torch.binomial, generator, count, probability.to(count.dtype).expand_as(count).contiguous())
+
+
+def poisson(rate: Tensor, generator: Generator) -> Tensor:
+    """Poisson(λ) per element."""
+    return _elementwise(torch.poisson, generator, rate)
+
+
+def stratified_times(batch: int, generator: Generator, device: torch.device | str) -> Tensor:
+    """t_b = (u + b/B) mod 1 with one u ~ U[0, 1): a low-variance cover of [0, 1). With a per-sample
+    generator each t_b is its own uniform draw instead (a sample's time then does not depend on its batch)."""
+    if isinstance(generator, PerSampleGenerator):
+        return uniform_noise((batch,), generator, device)
+    u = uniform_noise((1,), generator, device)
+    return torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)

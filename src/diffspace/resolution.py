@@ -76,3 +76,11 @@ def resize(x: Tensor, size: int | tuple[int, int], method: str) -> Tensor:
     if method == "area":
         return area_resize(x, target)
     raise ValueError(f"unknown resize method {method!r}; choose one of {RESIZE_METHODS}")
+
+
+def power_law_variance(wavenumbers: Tensor, shape: tuple[int, int, int], tau: float, exponent: float,
+                       amplitude: float = 1.0) -> Tensor:
+    """λ_k = HW · a² (τ² + |k|²)^(−s) for basis coefficients with wavenumbers |k| on an H×W grid: the variance of
+    a power-law field whose resolution-independent Fourier coefficients have E|c_k|² = a²(τ² + |k|²)^(−s)."""
+    _, h, w = shape
+    return h * w * amplitude**2 * (tau**2 + wavenumbers**2) ** (-exponent)

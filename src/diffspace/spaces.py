@@ -332,3 +332,6 @@ BASES: dict[str, type[Basis]] = {
     "haar": HaarBasis,
     "pca": PCABasis,
 }
+
+#: The basis names, as configs spell them.
+BASIS_NAMES: tuple[str, ...] = tuple(BASES)

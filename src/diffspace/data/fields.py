@@ -1,7 +1,7 @@
 """Loaders for function data: Gaussian random fields (generated) and Darcy flow (files).
 
 Function data stay real-valued in model space (no rescaling): a grf sample has exactly the
-spectrum E|c_k|² = (τ² + |k|²)^(−s) of `diffspace.priors.sample_power_law_field`, with c_k the
+spectrum E|c_k|² = (τ² + |k|²)^(−s) of `sample_power_law_field`, with c_k the
 forward-normalised Fourier coefficients of `diffspace.resolution`.
 """
 
@@ -17,10 +17,22 @@ import torch
 from diffspace.data.dataset import DataConfig, DatasetInfo, ImageDataset, split_generator
 from diffspace.data.errors import DataError
 from diffspace.data.transforms import from_levels
-from diffspace.priors import sample_power_law_field
+from diffspace.resolution import power_law_variance
+from diffspace.spaces import FourierBasis
 
 GRF_DEFAULT_RESOLUTION = 32
 DARCY_NATIVE_RESOLUTION = 16
+
+
+def sample_power_law_field(
+    num: int, size: int, tau: float, exponent: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Periodic Gaussian random fields on the unit square with spectrum (τ² + |k|²)^(−s), (num, 1, N, N):
+    x = Uᵀ(√λ ξ) in the real Fourier basis U with λ = `power_law_variance`, ξ ~ N(0, I)."""
+    basis, shape = FourierBasis(), (1, size, size)
+    variance = power_law_variance(basis.labels(shape), shape, tau, exponent).to(torch.float32)
+    noise = torch.randn((num, *shape), generator=generator, dtype=torch.float32)
+    return basis.decode(noise * variance.sqrt())
 
 
 def load_grf(cfg: DataConfig, root: Path) -> ImageDataset:

@@ -5,8 +5,8 @@ evaluation draws y = x + u·2/(L − 1), u ~ U[−½, ½)^D, and the bound of th
 p(y) in model space converts to the discrete one by −log₂ P(k)/D ≤ −log₂ p(y)/D + log₂((L − 1)/2)
 (`diffspace.likelihood.discrete_bpd`): the offset is log₂((L − 1)/2) = 6.994 bits for 8-bit
 data in [−1, 1], the familiar "+8 bits" for data scaled by 1/256 to [0, 1). Processes whose
-state is already discrete (blackout: counts) bound −log₂ P(k)/D directly and are evaluated on
-the data as they are. Continuous fields (levels = None) are evaluated as they are, in
+state is already discrete (capabilities.discrete: counts) bound −log₂ P(k)/D directly and are
+evaluated on the data as they are. Continuous fields (levels = None) are evaluated as they are, in
 continuous bits/dim. Standard errors are s/√n over the n images (each image's value averaged
 over `repeats` independent draws).
 """
@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from diffspace.likelihood import dequantize, discrete_bpd, ode_nll
+from diffspace.noise import Generator
+from diffspace.process import ContinuousProcess, Process
 
-#: Process kinds whose `nll_bound` already bounds the discrete data (no dequantization, no offset).
-DISCRETE_KINDS = ("blackout",)
-#: Process kinds with a probability-flow ODE likelihood (`ode_nll`).
-ODE_KINDS = ("gaussian",)
+#: bound(net, x, generator, **cond) → per-sample bits/dim: `process.nll_bound` or a variant of it.
+Bound = Callable[..., Tensor]
 
 
 @dataclass
@@ -59,21 +59,23 @@ def _check(images: Tensor, levels: int | None, batch_size: int, repeats: int) ->
 
 @torch.no_grad()
 def elbo_bpd(
-    process: Any,
+    process: Process,
     net: Callable[..., Tensor],
     images: Tensor,
     levels: int | None,
     *,
-    kind: str = "gaussian",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     batch_size: int = 256,
     repeats: int = 1,
     cond: dict[str, Any] | None = None,
+    bound: Bound | None = None,
 ) -> BpdResult:
-    """Mean −ELBO in bits/dim of the discrete data (module doc) from `process.nll_bound`, ± s/√n."""
+    """Mean −ELBO in bits/dim of the discrete data (module doc) from `bound` (default `process.nll_bound`), ± s/√n;
+    dequantized unless the process's state is discrete or the data are continuous (levels None)."""
     _check(images, levels, batch_size, repeats)
+    bound = process.nll_bound if bound is None else bound
     device = process.device
-    discrete = kind in DISCRETE_KINDS
+    discrete = process.capabilities.discrete
     dim = images[0].numel()
     values = []
     for chunk in images.split(batch_size):
@@ -81,24 +83,24 @@ def elbo_bpd(
         total = torch.zeros(len(x), dtype=torch.float64, device=device)
         for _ in range(repeats):
             if discrete or levels is None:
-                bits = process.nll_bound(net, x, generator, **(cond or {}))
+                bits = bound(net, x, generator, **(cond or {}))
             else:
-                bits = process.nll_bound(net, dequantize(x, levels, generator), generator, **(cond or {}))
+                bits = bound(net, dequantize(x, levels, generator), generator, **(cond or {}))
                 bits = discrete_bpd(bits.double() * dim * math.log(2.0), dim, levels)
             total += bits.double() / repeats
         values.append(total.cpu())
     dequantized = not discrete and levels is not None
-    return _summary(torch.cat(values), f"elbo ({kind})", dequantized, float(repeats))
+    return _summary(torch.cat(values), f"elbo ({type(process).__name__})", dequantized, float(repeats))
 
 
 def ode_bpd(
-    process: Any,
+    process: ContinuousProcess,
     net: Callable[..., Tensor],
     images: Tensor,
     levels: int | None,
     *,
     divergence: str = "hutchinson",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     batch_size: int = 64,
     cond: dict[str, Any] | None = None,
     rtol: float = 1e-5,

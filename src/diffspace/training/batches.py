@@ -10,14 +10,10 @@ R ranks with A micro-batches each equal one process with R·A micro-batches.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed that depends on every integer in `parts` (numpy SeedSequence hashing)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+from diffspace.noise import mix_seed
 
 
 class BatchOrder:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffspace.multilevel import MultilevelConfig, check_resolution_free, level_images, process_at
-from diffspace.processes import ProcessConfig
-from diffspace.training.batches import BatchOrder, mix_seed
+from diffspace.noise import mix_seed
+from diffspace.process import DataFacts, Process, ProcessConfig
+from diffspace.training.batches import BatchOrder
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Level:
     """One resolution of a run: its process, its images (N, C, r, r), their batch order and the batch size."""
 
     resolution: int
-    process: nn.Module
+    process: Process
     images: Tensor
     order: BatchOrder
     batch_size: int
@@ -36,9 +37,10 @@ class LevelPlan:
         self,
         cfg: MultilevelConfig,
         process_cfg: ProcessConfig,
-        model_process: nn.Module,
+        model_process: Process,
         images: Tensor,
         data_name: str,
+        data_levels: int | None,
         resize: str,
         batch_size: int,
         steps: int,
@@ -51,19 +53,20 @@ class LevelPlan:
             self.levels = [self._level(images.shape[-1], model_process, images, batch_size, seed, divisor,
                                        "train.batch_size")]
             return
-        check_resolution_free(process_cfg, "multilevel training")
+        check_resolution_free(model_process, "multilevel training")
         channels, size = images.shape[1], tuple(images.shape[-2:])
         self.levels = []
         for index, resolution in enumerate(cfg.resolutions):
-            process = model_process if size == (resolution, resolution) else process_at(
-                process_cfg, (channels, resolution, resolution)).to(images.device)
+            facts = DataFacts((channels, resolution, resolution), data_levels)
+            process = model_process if size == (resolution, resolution) else process_at(process_cfg, facts).to(
+                images.device)
             self.levels.append(self._level(
                 resolution, process, level_images(images, resolution, data_name, resize),
                 cfg.batch_size(index, batch_size), mix_seed(seed, resolution), divisor,
                 f"multilevel level {index} ({resolution}×{resolution}) batch size"))
 
     @staticmethod
-    def _level(resolution: int, process: nn.Module, images: Tensor, batch_size: int, seed: int, divisor: int,
+    def _level(resolution: int, process: Process, images: Tensor, batch_size: int, seed: int, divisor: int,
                what: str) -> Level:
         if batch_size % divisor:
             raise ValueError(f"{what} {batch_size} must be divisible by ranks × train.grad_accum = {divisor}")

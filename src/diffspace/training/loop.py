@@ -30,10 +30,10 @@ from diffspace.build import CONFIG_FILE, Built, build, generate
 from diffspace.checkpoint import (
     WEIGHTS_FILE, export_safetensors, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
-from diffspace.config import ConfigError, RunConfig, differences, flatten, from_dict
+from diffspace.config import ConfigError, RunConfig, differences, flatten
 from diffspace.images import save_grid
+from diffspace.noise import mix_seed
 from diffspace.training import distributed
-from diffspace.training.batches import mix_seed
 from diffspace.training.ema import EMA
 from diffspace.training.levels import LevelPlan
 from diffspace.training.logs import MetricsLog
@@ -104,7 +104,8 @@ def train(
     built: Built | None = None,
 ) -> TrainResult:
     """Train (or resume, if `run_dir` has a checkpoint) the run `cfg` describes; under torchrun
-    every process calls this. `built` replaces `build(cfg, data_dir)` (data set and model)."""
+    every process calls this. `built` replaces `build(cfg, data_dir)` (data set and model; `cfg` is then
+    taken as resolved against the data as it is)."""
     device = resolve_device(cfg.train.device)
     world = distributed.start(device)
     try:
@@ -152,18 +153,20 @@ class Trainer:
         self.device = torch.device(f"cuda:{world.local_rank}" if device == "cuda" else "cpu")
         checkpoint = latest_checkpoint(run_dir)
         state = load_checkpoint(checkpoint) if checkpoint is not None else None
-        if state is not None:
-            check_resumable(from_dict(RunConfig, state["config"]), cfg, run_dir)
         torch.manual_seed(t.seed)
         np.random.seed(t.seed % 2**32)
         random.seed(t.seed)
-        built = built if built is not None else build(cfg, data_dir)
+        if built is None:
+            built = build(cfg, data_dir)
+            self.cfg = cfg = built.config
+        if state is not None:
+            check_resumable(RunConfig.from_dict(state["config"]), cfg, run_dir)
         self.info = built.dataset.info
         self.images = built.dataset.images.to(self.device)
         self.model = built.model.to(self.device)
         try:
             self.levels = LevelPlan(cfg.multilevel, cfg.process, self.model.process, self.images, cfg.data.name,
-                                    cfg.data.resize, t.batch_size, t.steps, t.seed, world.size * t.grad_accum)
+                                    self.info.levels, cfg.data.resize, t.batch_size, t.steps, t.seed, world.size * t.grad_accum)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.params = [p for p in self.model.parameters() if p.requires_grad]

@@ -31,16 +31,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from diffspace.noise import gaussian_noise, uniform_noise
-from diffspace.priors import Prior
-from diffspace.schedules import Schedule, SoftConditioning, alpha_sigma
+from diffspace.families.gaussian.config import NETWORK_INPUTS, NETWORK_OUTPUTS, WEIGHTINGS
+from diffspace.families.gaussian.priors import Prior
+from diffspace.families.gaussian.samplers import SAMPLERS
+from diffspace.families.gaussian.schedules import Schedule, SoftConditioning, alpha_sigma
+from diffspace.noise import Generator, gaussian_noise, stratified_times, uniform_noise
+from diffspace.process import Capabilities, Marginal, Prediction
 from diffspace.spaces import Basis
 
 Net = Callable[..., Tensor]
-
-WEIGHTINGS = ("eps", "elbo", "noise")
-NETWORK_INPUTS = ("data", "whitened")
-NETWORK_OUTPUTS = ("eps", "noise")
 
 
 @dataclass
@@ -51,12 +50,6 @@ class NoiseLevel:
     dgamma: Tensor
     alpha: Tensor
     sigma: Tensor
-
-
-def stratified_times(batch: int, generator: torch.Generator | None, device: torch.device | str) -> Tensor:
-    """t_b = (u + b/B) mod 1 with one u ~ U[0, 1): a low-variance cover of [0, 1)."""
-    u = uniform_noise((1,), generator, device)
-    return torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)
 
 
 class GaussianDiffusion(nn.Module):
@@ -71,6 +64,7 @@ class GaussianDiffusion(nn.Module):
         network_input: str = "data",
         network_output: str = "eps",
         softness_range: tuple[float, float] | None = None,
+        fitted_to_data: bool = False,
     ) -> None:
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -87,6 +81,8 @@ class GaussianDiffusion(nn.Module):
             if len(softness_range) != 2 or not 0 < softness_range[0] <= softness_range[1]:
                 raise ValueError(f"softness_range must be (s_min, s_max) with 0 < s_min ≤ s_max; got {softness_range}")
         self.softness_range = None if softness_range is None else (float(softness_range[0]), float(softness_range[1]))
+        self.capabilities = Capabilities(discrete=False, ode_likelihood=True, resolution_free=not fitted_to_data,
+                                         samplers=tuple(SAMPLERS))
 
     # ----- coordinates -------------------------------------------------------------------
     @property
@@ -154,7 +150,7 @@ class GaussianDiffusion(nn.Module):
             cond["softness"] = torch.full((batch,), self.schedule.softness, device=device)
         return cond, cond.get("softness")
 
-    def draw_softness(self, batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    def draw_softness(self, batch: int, generator: Generator, device: torch.device) -> Tensor:
         """s = 1/a with a ~ U[1/s_max, 1/s_min] per sample (the training distribution of a softness range)."""
         if self.softness_range is None:
             raise ValueError("this process has no softness range to draw from")
@@ -168,13 +164,20 @@ class GaussianDiffusion(nn.Module):
         alpha, sigma = alpha_sigma(gamma)
         return NoiseLevel(gamma, dgamma, alpha, sigma)
 
-    def add_noise(self, z0: Tensor, t: Tensor, eps: Tensor, softness: Tensor | None = None) -> Tensor:
+    def _noisy(self, z0: Tensor, t: Tensor, eps: Tensor, softness: Tensor | None) -> Tensor:
         """z_t = α_t z_0 + σ_t ε."""
         level = self.noise_level(t, softness)
         return level.alpha * z0 + level.sigma * eps
 
+    def marginal(self, x0: Tensor, t: Tensor, generator: Generator = None, **cond: Any) -> Marginal:
+        """z_t = α_t z_0 + σ_t ε with z_0 = to_state(x0), ε ~ N(0, I); the target is ε."""
+        z0 = self.to_state(x0)
+        _, softness = self.conditioning(cond, z0.shape[0], z0.device)
+        eps = gaussian_noise(tuple(z0.shape), generator, z0.device, z0.dtype)
+        return Marginal(self._noisy(z0, t, eps, softness), eps)
+
     def prior_sample(
-        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | None = None
+        self, shape: tuple[int, ...], generator: Generator = None, device: torch.device | None = None
     ) -> Tensor:
         """z_1 ~ N(0, I), the terminal law in state coordinates."""
         return gaussian_noise(tuple(shape), generator, device or self.device)
@@ -186,10 +189,13 @@ class GaussianDiffusion(nn.Module):
         out = net(self.network_input_from_state(z), t, **cond)
         return self.eps_from_network_output(out.to(z.dtype))
 
-    def denoise(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
-        """ẑ_0 = (z_t − σ ε̂)/α (Tweedie's posterior mean)."""
+    def predict(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Prediction:
+        """One network evaluation: score −ε̂/σ and Tweedie's ẑ_0 = (z_t − σ ε̂)/α; context (noise level, ε̂)."""
         cond, softness = self.conditioning(cond, z.shape[0], z.device)
-        return self.x0_from_eps(z, self.predict_eps(net, z, t, cond), t, softness)
+        level = self.noise_level(t, softness)
+        eps = self.predict_eps(net, z, t, cond)
+        return Prediction(score=-eps / level.sigma, denoised=(z - level.sigma * eps) / level.alpha,
+                          context=(level, eps))
 
     def x0_from_eps(self, z: Tensor, eps: Tensor, t: Tensor, softness: Tensor | None = None) -> Tensor:
         """z₀ = (z_t − σ ε)/α."""
@@ -209,13 +215,9 @@ class GaussianDiffusion(nn.Module):
         """ε = −σ ∇ log p_t."""
         return -self.noise_level(t, softness).sigma * score
 
-    def reverse_sde(
-        self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def reverse_sde(self, z: Tensor, t: Tensor, prediction: Prediction) -> tuple[Tensor, Tensor]:
         """(drift, g) of the reverse SDE dz = [−½γ′σ² z + γ′σ ε̂] dt + √(γ′σ²) dW̄."""
-        cond, softness = self.conditioning(cond, z.shape[0], z.device)
-        level = self.noise_level(t, softness)
-        eps = self.predict_eps(net, z, t, cond)
+        level, eps = prediction.context
         drift = -0.5 * level.dgamma * level.sigma**2 * z + level.dgamma * level.sigma * eps
         return drift, (level.dgamma * level.sigma**2).sqrt()
 
@@ -223,20 +225,23 @@ class GaussianDiffusion(nn.Module):
         """g ξ: the reverse SDE's per-component diffusion scale applied to white noise."""
         return g * noise
 
-    def pf_ode_velocity(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
+    def pf_ode_velocity(self, z: Tensor, t: Tensor, prediction: Prediction) -> Tensor:
         """Probability-flow ODE: dz/dt = −½γ′σ² z + ½γ′σ ε̂."""
-        cond, softness = self.conditioning(cond, z.shape[0], z.device)
-        level = self.noise_level(t, softness)
-        eps = self.predict_eps(net, z, t, cond)
+        level, eps = prediction.context
         return 0.5 * level.dgamma * level.sigma * (eps - level.sigma * z)
 
-    def score(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
-        """∇_z log p_t(z) = −ε̂/σ."""
-        cond, softness = self.conditioning(cond, z.shape[0], z.device)
-        return self.score_from_eps(self.predict_eps(net, z, t, cond), t, softness)
+    def prior_log_density(self, z: Tensor) -> Tensor:
+        """log N(z; 0, I) per sample."""
+        return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
+
+    def likelihood_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, log |det ∂z/∂x|) = (U(x − m)/√λ, −½ Σ log λ)."""
+        z = self.to_state(x)
+        log_det = -0.5 * torch.log(self.prior.variance.to(z.dtype)).sum()
+        return z, log_det.expand(z.shape[0])
 
     # ----- objectives --------------------------------------------------------------------
-    def loss(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def loss(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Per-sample training loss (B,): mean (ε̂ − ε)² ("eps"), mean λ (ε̂ − ε)² = mean (n̂ − n)² in
         data space ("noise"), or the ELBO in bits/dim ("elbo"). With a softness range and no
         softness in `cond`, each example draws its own (`draw_softness`)."""
@@ -248,12 +253,12 @@ class GaussianDiffusion(nn.Module):
         cond, softness = self.conditioning(cond, z0.shape[0], z0.device)
         t = stratified_times(z0.shape[0], generator, z0.device)
         eps = gaussian_noise(tuple(z0.shape), generator, z0.device)
-        error = self.predict_eps(net, self.add_noise(z0, t, eps, softness), t, cond) - eps
+        error = self.predict_eps(net, self._noisy(z0, t, eps, softness), t, cond) - eps
         if self.weighting == "noise":
             return (error.pow(2) * self.prior.variance).flatten(1).mean(1)
         return error.pow(2).flatten(1).mean(1)
 
-    def nll_bound(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def nll_bound(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Negative ELBO of the data density in bits/dim, per sample (one stratified draw each).
 
         −log p(x) ≤ Σ_i [ ½ ∫₀¹ γ_i′(t) E(ε_i − ε̂_i)² dt          (diffusion)
@@ -277,7 +282,7 @@ class GaussianDiffusion(nn.Module):
             t = self.schedule.time_of_gamma(ends[0] + u * (ends[1] - ends[0]))
             weight = 0.5 * (ends[1] - ends[0])
         eps = gaussian_noise(tuple(z0.shape), generator, z0.device)
-        error = self.predict_eps(net, self.add_noise(z0, t, eps, softness), t, cond) - eps
+        error = self.predict_eps(net, self._noisy(z0, t, eps, softness), t, cond) - eps
         diffusion = (weight * error.pow(2)).flatten(1).sum(1)
         return (diffusion + self._constant_terms(z0, softness)) / (dim * math.log(2.0))
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffspace.processes.blackout import BlackoutDiffusion
-from diffspace.processes.jumps import binomial_pmf
+from diffspace.families.blackout.process import BlackoutDiffusion
+from diffspace.families.blackout.jumps import binomial_pmf
 
 
 class BlackoutPosterior:

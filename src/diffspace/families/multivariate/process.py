@@ -34,16 +34,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from diffspace.likelihood import dequantize, discrete_bpd
-from diffspace.noise import gaussian_noise
-from diffspace.processes.config import ProcessConfig
-from diffspace.processes.gaussian import stratified_times
-from diffspace.processes.linear_sde import (
+from diffspace.families.multivariate.config import IMPORTANCE, TRANSFORMS
+from diffspace.families.multivariate.kernels import (
     LinearBeta, drift_matrix, kron_apply, kron_quadratic, matrix_fraction, symmetric_sqrt,
 )
-from diffspace.processes.multivariate_config import IMPORTANCE, TRANSFORMS, MultivariateConfig
-from diffspace.processes.multivariate_matrices import NUM_VARS, FixedMatrices, LearnedMatrices, fixed_matrices
-from diffspace.spaces import BASES, Basis, PCABasis, PixelBasis, Shape
+from diffspace.families.multivariate.samplers import SAMPLERS
+from diffspace.likelihood import dequantize, discrete_bpd
+from diffspace.noise import Generator, gaussian_noise, stratified_times
+from diffspace.process import Capabilities, Marginal, Prediction
+from diffspace.spaces import Basis, PixelBasis, Shape
 
 Net = Callable[..., Tensor]
 
@@ -118,6 +117,7 @@ class MultivariateDiffusion(nn.Module):
         logit_alpha: float = 0.05,
         levels: int = 256,
         basis: Basis | None = None,
+        resolution_free: bool = True,
     ) -> None:
         super().__init__()
         if importance not in IMPORTANCE:
@@ -143,6 +143,15 @@ class MultivariateDiffusion(nn.Module):
         k = self.num_vars
         self.register_buffer("stationary_var", torch.tensor([x_var] + [aux_var] * (k - 1), dtype=torch.float64))
         self.register_buffer("sigma0", torch.diag(torch.tensor([0.0] + [aux_init_var] * (k - 1), dtype=torch.float64)))
+        self.capabilities = Capabilities(discrete=False, ode_likelihood=False,
+                                         resolution_free=resolution_free and not self.learned,
+                                         samplers=tuple(SAMPLERS))
+        self._importance_table: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def learned(self) -> bool:
+        """Whether (Q, D) are trained parameters (then nothing that depends on them may be cached)."""
+        return any(True for _ in self.matrices.parameters())
 
     # ----- coordinates -------------------------------------------------------------------
     @property
@@ -173,7 +182,7 @@ class MultivariateDiffusion(nn.Module):
             return (x + 1) * scale + 0.5 / self.levels, scale
         return (x + 1) * 0.5, 0.5
 
-    def to_data_coords(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_data(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(y, log|det ∂y/∂x| per sample) with y = U logit(λ + (1 − 2λ)p) (or y = U x for transform "none")."""
         self._check(x, self.data_shape[0])
         if self.transform == "none":
@@ -188,8 +197,8 @@ class MultivariateDiffusion(nn.Module):
         log_det = math.log((1 - 2 * self.logit_alpha) * scale) - torch.log(s) - torch.log1p(-s)
         return self.basis.encode(y), log_det.flatten(1).sum(1)
 
-    def from_data_coords(self, y: Tensor) -> Tensor:
-        """Inverse of `to_data_coords`: x from y (model space)."""
+    def decode_data(self, y: Tensor) -> Tensor:
+        """Inverse of `encode_data`: x from y (model space)."""
         y = self.basis.decode(y)
         if self.transform == "none":
             return y
@@ -198,10 +207,16 @@ class MultivariateDiffusion(nn.Module):
             return (p * self.levels - 0.5) * 2.0 / (self.levels - 1) - 1.0
         return 2.0 * p - 1.0
 
+    def to_state(self, x: Tensor) -> Tensor:
+        """The state at t = 0 with the auxiliaries at their mean: u = (y, 0, …, 0), y = encode_data(x)."""
+        y = self.encode_data(x)[0]
+        blocks = [y] + [torch.zeros_like(y)] * (self.num_vars - 1)
+        return torch.cat(blocks, dim=1)
+
     def from_state(self, u: Tensor) -> Tensor:
         """x in model space from the state: the first C channels, transformed back (auxiliaries dropped)."""
         self._check(u, self.data_shape[0] * self.num_vars)
-        return self.from_data_coords(u[:, : self.data_shape[0]])
+        return self.decode_data(u[:, : self.data_shape[0]])
 
     # ----- forward process ---------------------------------------------------------------
     def kernel(self, t: Tensor) -> Kernel:
@@ -220,13 +235,20 @@ class MultivariateDiffusion(nn.Module):
         return Kernel(drift=(beta * a0)[index], ggt=(2 * beta * d)[index], phi=phi[index], cov=cov[index],
                       chol=chol[index], linv=linv[index])
 
-    def marginal_mean(self, y0: Tensor, kernel: Kernel) -> Tensor:
+    def _mean(self, y0: Tensor, kernel: Kernel) -> Tensor:
         """E[u_t | y₀] = φ_t y₀ per pixel (v₀ at its mean 0), shape (B, K·C, H, W)."""
         phi = kernel.phi[:, :, 0].to(y0.dtype)
         return (phi[:, :, None] * y0.reshape(y0.shape[0], 1, -1)).reshape(self.state_shape(tuple(y0.shape)))
 
+    def marginal(self, x0: Tensor, t: Tensor, generator: Generator = None, **cond: Any) -> Marginal:
+        """u_t = φ_t y₀ + L_t ε with y₀ = encode_data(x0), ε ~ N(0, I); the target is ε."""
+        y0 = self.encode_data(x0)[0]
+        kernel = self.kernel(t)
+        eps = gaussian_noise(self.state_shape(tuple(y0.shape)), generator, y0.device, y0.dtype)
+        return Marginal(self._mean(y0, kernel) + kron_apply(kernel.chol, eps), eps)
+
     def prior_sample(
-        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | None = None
+        self, shape: tuple[int, ...], generator: Generator = None, device: torch.device | None = None
     ) -> Tensor:
         """u₁ ~ N(0, Σ_∞ ⊗ I), the stationary law, for a state shape (B, K·C, H, W)."""
         noise = gaussian_noise(tuple(shape), generator, device or self.device)
@@ -238,28 +260,22 @@ class MultivariateDiffusion(nn.Module):
         """ε̂(u_t, t) = net(u_t, max(t, t_min), **cond) in the state's dtype."""
         return net(u, t.clamp_min(self.t_min), **(cond or {})).to(u.dtype)
 
-    def score(self, net: Net, u: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
-        """∇_u log p_t(u) = −(L_t⁻ᵀ ⊗ I) ε̂."""
-        kernel = self.kernel(t)
-        return -kron_apply(kernel.linv.transpose(1, 2), self.predict_eps(net, u, t, cond))
-
-    def denoise(self, net: Net, u: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
-        """The state with y replaced by E[y₀ | u_t] = φᵀ(u − Lε̂)/φᵀφ (Tweedie) and the auxiliaries by 0."""
-        kernel = self.kernel(t)
-        residual = (u - kron_apply(kernel.chol, self.predict_eps(net, u, t, cond))).reshape(u.shape[0], self.num_vars, -1)
-        phi = kernel.phi[:, :, 0].to(u.dtype)
-        y0 = torch.einsum("bk,bkd->bd", phi, residual) / (phi**2).sum(1, keepdim=True)
-        out = torch.zeros_like(residual)
-        out[:, 0] = y0
-        return out.reshape(u.shape)
-
-    def reverse_sde(
-        self, net: Net, u: Tensor, t: Tensor, cond: dict[str, Any] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """(drift, g) of the reverse SDE du = [A u − ggᵀ s] dt + g dW̄, with ggᵀ s = −(ggᵀL⁻ᵀ) ε̂ and
-        g = (2βD)^½ as (B, K, K) factors applied by `diffusion_noise`."""
+    def predict(self, net: Net, u: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Prediction:
+        """One network evaluation: score −(L_t⁻ᵀ ⊗ I) ε̂ and the state with y replaced by E[y₀ | u_t] =
+        φᵀ(u − Lε̂)/φᵀφ (Tweedie) and the auxiliaries by 0; context (kernel, ε̂)."""
         kernel = self.kernel(t)
         eps = self.predict_eps(net, u, t, cond)
+        residual = (u - kron_apply(kernel.chol, eps)).reshape(u.shape[0], self.num_vars, -1)
+        phi = kernel.phi[:, :, 0].to(u.dtype)
+        denoised = torch.zeros_like(residual)
+        denoised[:, 0] = torch.einsum("bk,bkd->bd", phi, residual) / (phi**2).sum(1, keepdim=True)
+        score = -kron_apply(kernel.linv.transpose(1, 2), eps)
+        return Prediction(score=score, denoised=denoised.reshape(u.shape), context=(kernel, eps))
+
+    def reverse_sde(self, u: Tensor, t: Tensor, prediction: Prediction) -> tuple[Tensor, Tensor]:
+        """(drift, g) of the reverse SDE du = [A u − ggᵀ s] dt + g dW̄, with ggᵀ s = −(ggᵀL⁻ᵀ) ε̂ and
+        g = (2βD)^½ as (B, K, K) factors applied by `diffusion_noise`."""
+        kernel, eps = prediction.context
         drift = kron_apply(kernel.drift, u) + kron_apply(kernel.ggt @ kernel.linv.transpose(1, 2), eps)
         return drift, symmetric_sqrt(kernel.ggt)
 
@@ -267,45 +283,64 @@ class MultivariateDiffusion(nn.Module):
         """(g ⊗ I) ξ: the per-pixel K×K diffusion factor applied to white noise."""
         return kron_apply(g, noise)
 
-    def pf_ode_velocity(self, net: Net, u: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
+    def pf_ode_velocity(self, u: Tensor, t: Tensor, prediction: Prediction) -> Tensor:
         """Probability-flow ODE: du/dt = A u − ½ ggᵀ s = A u + ½(ggᵀL⁻ᵀ) ε̂."""
-        kernel = self.kernel(t)
-        eps = self.predict_eps(net, u, t, cond)
+        kernel, eps = prediction.context
         return kron_apply(kernel.drift, u) + 0.5 * kron_apply(kernel.ggt @ kernel.linv.transpose(1, 2), eps)
 
+    def prior_log_density(self, u: Tensor) -> Tensor:
+        """log N(u; 0, Σ_∞ ⊗ I) per sample."""
+        var = self.stationary_var.to(u.dtype)
+        blocks = u.reshape(u.shape[0], self.num_vars, -1)
+        pixels = blocks.shape[-1]
+        quadratic = (blocks.pow(2) / var[:, None]).sum((1, 2))
+        return -0.5 * (quadratic + pixels * (var.log().sum() + self.num_vars * math.log(2 * math.pi)))
+
+    def likelihood_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Not defined: the probability-flow ODE gives the density of (y, auxiliaries) jointly, not of x."""
+        raise ValueError("a multivariate diffusion has no exact ODE likelihood of the data (the state holds "
+                         "auxiliary variables); use the ELBO (bpd)")
+
     # ----- objectives --------------------------------------------------------------------
-    def importance_times(
-        self, batch: int, generator: torch.Generator | None, device: torch.device | str
-    ) -> tuple[Tensor, Tensor]:
-        """Stratified t ∈ [t_min, 1] (float64) and weights 1/p(t): p uniform, or ("trace") piecewise
-        constant on a log-spaced grid with cell masses ∝ ∫ tr(ggᵀ Σ_t⁻¹) dt (trapezoid), held fixed
-        (no gradient), so that E[w f(t)] = ∫ f exactly."""
-        u = stratified_times(batch, generator, device).to(torch.float64)
-        if self.importance == "uniform":
-            return self.t_min + u * (1 - self.t_min), torch.full_like(u, 1 - self.t_min)
+    def _importance_cells(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(grid, cell widths, cell masses, CDF) of the "trace" density ∝ tr(ggᵀ Σ_t⁻¹) on a log-spaced grid
+        (trapezoid cell masses); built once for fixed diffusions, on every call for learned ones."""
+        cached = self._importance_table
+        if cached is not None and cached[0].device == torch.device(device):
+            return cached
         grid = torch.logspace(math.log10(self.t_min), 0.0, IMPORTANCE_GRID, dtype=torch.float64, device=device)
         with torch.no_grad():
-            kernel = self.kernel(grid)
-            density = torch.diagonal(kernel.weight(), dim1=1, dim2=2).sum(1)
+            density = torch.diagonal(self.kernel(grid).weight(), dim1=1, dim2=2).sum(1)
         width = grid[1:] - grid[:-1]
         mass = 0.5 * (density[1:] + density[:-1]) * width
         mass = mass / mass.sum()
-        cdf = torch.cumsum(mass, 0)
+        table = (grid, width, mass, torch.cumsum(mass, 0))
+        if not self.learned:
+            self._importance_table = table
+        return table
+
+    def importance_times(self, batch: int, generator: Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """Stratified t ∈ [t_min, 1] (float64) and weights 1/p(t): p uniform, or ("trace") piecewise constant
+        on `_importance_cells`, held fixed (no gradient), so that E[w f(t)] = ∫ f exactly."""
+        u = stratified_times(batch, generator, device).to(torch.float64)
+        if self.importance == "uniform":
+            return self.t_min + u * (1 - self.t_min), torch.full_like(u, 1 - self.t_min)
+        grid, width, mass, cdf = self._importance_cells(device)
         cell = torch.searchsorted(cdf, u, right=True).clamp(max=len(mass) - 1)
         fraction = ((u - (cdf[cell] - mass[cell])) / mass[cell]).clamp(0.0, 1.0)
         return grid[cell] + fraction * width[cell], width[cell] / mass[cell]
 
     def elbo_terms(
-        self, net: Net, x0: Tensor, generator: torch.Generator | None = None, cond: dict[str, Any] | None = None
+        self, net: Net, x0: Tensor, generator: Generator = None, cond: dict[str, Any] | None = None
     ) -> ElboTerms:
         """The terms of −ELBO(x₀) (module docstring) with one importance-sampled t and ε per sample."""
         x0 = x0.to(torch.promote_types(x0.dtype, torch.float32))
-        y0, log_det = self.to_data_coords(x0)
+        y0, log_det = self.encode_data(x0)
         batch, dim, k = y0.shape[0], y0[0].numel(), self.num_vars
         t, weight = self.importance_times(batch, generator, y0.device)
         kernel = self.kernel(t)
         eps = gaussian_noise(self.state_shape(tuple(y0.shape)), generator, y0.device, y0.dtype)
-        u = self.marginal_mean(y0, kernel) + kron_apply(kernel.chol, eps)
+        u = self._mean(y0, kernel) + kron_apply(kernel.chol, eps)
         eps_hat = self.predict_eps(net, u, t.to(y0.dtype), cond)
         m = kernel.weight()
         trace_m = torch.diagonal(m, dim1=1, dim2=2).sum(1)
@@ -332,85 +367,14 @@ class MultivariateDiffusion(nn.Module):
         return (0.5 * (self.num_vars - 1) * math.log(2 * math.pi * math.e)
                 + torch.log(torch.diagonal(chol)).sum() + torch.log(whitened.norm()))
 
-    def nll_bound(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def nll_bound(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """−ELBO of the continuous density of model-space x₀ in bits/dim, per sample (with the decoder term)."""
         return self.elbo_terms(net, x0, generator, cond).bpd(offset=True)
 
-    def loss(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def loss(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Per-sample training loss (B,): the negative ELBO in bits/dim of the uniformly dequantized
         data (of the discrete data when levels > 0)."""
         x0 = x0.float()
         if self.levels:
             x0 = dequantize(x0, self.levels, generator)
         return self.elbo_terms(net, x0, generator, cond).bpd(offset=True, levels=self.levels)
-
-
-@dataclass
-class BpdReport:
-    """Mean bits/dim over a data set with and without the truncation offset, and standard errors."""
-
-    bpd: float
-    bpd_se: float
-    bpd_no_offset: float
-    bpd_no_offset_se: float
-    num: int
-
-
-@torch.no_grad()
-def dataset_bpd(
-    process: MultivariateDiffusion,
-    net: Net,
-    images: Tensor,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-    repeats: int = 1,
-) -> BpdReport:
-    """Mean −ELBO in bits/dim of model-space images (dequantized afresh for each of `repeats` draws when
-    the process has levels), ± standard error s/√n of the per-image means."""
-    if images.dim() != 4 or len(images) == 0 or repeats < 1 or batch_size < 1:
-        raise ValueError(f"need images (N, C, H, W) with N ≥ 1, repeats ≥ 1 and batch_size ≥ 1; got "
-                         f"shape {tuple(images.shape)}, repeats={repeats}, batch_size={batch_size}")
-    device = process.device
-    with_offset, without = [], []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float()
-        a = torch.zeros(len(x), device=device)
-        b = torch.zeros(len(x), device=device)
-        for _ in range(repeats):
-            xd = dequantize(x, process.levels, generator) if process.levels else x
-            terms = process.elbo_terms(net, xd, generator)
-            a += terms.bpd(True, process.levels) / repeats
-            b += terms.bpd(False, process.levels) / repeats
-        with_offset.append(a.cpu())
-        without.append(b.cpu())
-    a, b = torch.cat(with_offset).double(), torch.cat(without).double()
-    n = len(a)
-    se = (lambda v: float(v.std() / math.sqrt(n)) if n > 1 else float("nan"))
-    return BpdReport(float(a.mean()), se(a), float(b.mean()), se(b), n)
-
-
-def build_multivariate(cfg: ProcessConfig, data: Tensor | None, shape: Shape) -> MultivariateDiffusion:
-    """MultivariateDiffusion from `cfg.multivariate` and `cfg.basis` (orthonormal, fitted to the transformed
-    data for "pca"); the learned diffusions draw their initial G, B from the global torch RNG."""
-    m: MultivariateConfig = cfg.multivariate
-    if m.diffusion not in NUM_VARS:
-        raise ValueError(f"unknown process.multivariate.diffusion {m.diffusion!r}; choose one of {list(NUM_VARS)}")
-    if cfg.prior != "white":
-        raise ValueError(f"process.kind=multivariate diffuses towards N(0, Σ_∞) and takes no prior; "
-                         f"set process.prior=white (got {cfg.prior!r})")
-    if cfg.basis not in BASES:
-        raise ValueError(f"unknown process.basis {cfg.basis!r}; choose one of {list(BASES)}")
-    if m.diffusion.startswith("learned"):
-        matrices: nn.Module = LearnedMatrices(NUM_VARS[m.diffusion], m.d_epsilon, m.learned_init)
-    else:
-        matrices = FixedMatrices(*fixed_matrices(m.diffusion, m.x_var, m.aux_var))
-    options = dict(x_var=m.x_var, aux_var=m.aux_var, aux_init_var=m.aux_init_var, t_min=m.t_min,
-                   importance=m.importance, transform=m.transform, logit_alpha=m.logit_alpha, levels=m.levels)
-    process = MultivariateDiffusion(matrices, shape, LinearBeta(m.beta_min, m.beta_max), **options)
-    if cfg.basis == "pca":
-        if data is None:
-            raise ValueError("the pca basis is fitted to data: pass training images to build_process")
-        process.basis = PCABasis.fit(process.to_data_coords(data.float())[0])
-    else:
-        process.basis = BASES[cfg.basis]()
-    return process

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from diffspace.noise import gaussian_noise
-from diffspace.processes.gaussian import GaussianDiffusion
+from diffspace.families.gaussian.process import GaussianDiffusion
 from diffspace.spaces import Basis, Shape
 
 

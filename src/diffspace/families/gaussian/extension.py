@@ -14,24 +14,41 @@ W − c columns as the known left part of a window and generates its c rightmost
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from diffspace.noise import gaussian_noise
-from diffspace.processes.gaussian import GaussianDiffusion
-from diffspace.samplers import SampleResult, euler_maruyama_step, time_grid
+from diffspace.families.gaussian.process import GaussianDiffusion
+from diffspace.families.gaussian.schedules import SoftConditioning
+from diffspace.noise import Generator, gaussian_noise
+from diffspace.samplers import euler_maruyama_step
+from diffspace.sampling import SampleResult, time_grid
 from diffspace.spaces import PixelBasis
 
 
 def _check_process(process: Any) -> None:
+    """ValueError unless the process keeps pixel columns as components (pixel basis)."""
     if not isinstance(process, GaussianDiffusion) or not isinstance(process.basis, PixelBasis):
         raise ValueError(
             "image extension keeps pixel columns fixed, so it needs a Gaussian process in the pixel basis "
             "(a column-sequential model such as the gud-mnist-columns preset)"
         )
+
+
+def check_column_sequential(process: Any) -> None:
+    """ValueError unless the model generates pixel columns left to right: a pixel basis and a soft schedule whose
+    labels depend on the column alone and do not decrease along it (labels = "column")."""
+    _check_process(process)
+    schedule = process.schedule
+    if not isinstance(schedule, SoftConditioning):
+        raise ValueError("image extension needs a column-sequential model (process.schedule=soft with "
+                         "labels=column, e.g. the gud-mnist-columns preset); this one noises all pixels alike")
+    shift = schedule.shift
+    by_column = shift[:1, :1, :]
+    if not bool((shift == by_column).all()) or not bool((by_column[..., 1:] >= by_column[..., :-1]).all()):
+        raise ValueError("image extension needs a column-sequential model (process.labels=column): this "
+                         "model's soft schedule does not order components by column, left to right")
 
 
 @torch.no_grad()
@@ -41,7 +58,7 @@ def inpaint(
     known: Tensor,
     mask: Tensor,
     steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     *,
     cond: dict[str, Any] | None = None,
     rho: float = 1.0,
@@ -67,8 +84,8 @@ def inpaint(
     z = replace(z, grid[0])
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
-        z = replace(euler_maruyama_step(process, net, z, t, s, generator, cond), s)
-    z = torch.where(mask, z0, process.denoise(net, z, grid[-1].expand(batch), cond))
+        z = replace(euler_maruyama_step(process, net, z, t, s, generator, cond)[0], s)
+    z = torch.where(mask, z0, process.predict(net, z, grid[-1].expand(batch), cond).denoised)
     return SampleResult(process.from_state(z), steps + 1)
 
 
@@ -86,13 +103,13 @@ def extend_right(
     images: Tensor,
     columns: int,
     steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     *,
     chunk: int | None = None,
     cond: dict[str, Any] | None = None,
 ) -> Extension:
     """Append `columns` columns to images of the model's width W, c = `chunk` (default ⌈W/4⌉) per window."""
-    _check_process(process)
+    check_column_sequential(process)
     channels, height, width = process.prior.shape
     if images.dim() != 4 or tuple(images.shape[1:3]) != (channels, height) or images.shape[-1] < width:
         raise ValueError(f"images to extend must be (B, {channels}, {height}, ≥ {width}); got {tuple(images.shape)}")
@@ -110,47 +127,3 @@ def extend_right(
         out = torch.cat([out, result.samples.cpu()[..., width - c:]], dim=-1)
         nfe += result.nfe
     return Extension(out, nfe)
-
-
-def extend_run(
-    run_dir: str | Path,
-    out: str | Path,
-    num: int,
-    columns: int,
-    steps: int | None = None,
-    seed: int | None = None,
-    ema: bool = True,
-    data_dir: str | Path | None = None,
-) -> tuple[Path, int]:
-    """`diffspace sample --extend-right K`: sample `num` images of a run, extend them by K columns and
-    save the grid (.png) or the model-space samples (.npz); returns (path, NFE: the sampler's per batch plus
-    every extension window's)."""
-    import numpy as np
-
-    from diffspace.build import generate, load_run
-    from diffspace.config import ConfigError
-    from diffspace.images import save_grid
-
-    out = Path(out)
-    if out.suffix not in (".png", ".npz"):
-        raise ConfigError(f"--out must end in .png (a grid) or .npz (raw samples); got {out}")
-    cfg, built, step = load_run(run_dir, ema, data_dir)
-    steps = cfg.sample.steps if steps is None else steps
-    seed = cfg.sample.seed if seed is None else seed
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
-    model = built.model.to(device).eval()
-    try:
-        _check_process(model.process)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    shape = tuple(model.process.prior.shape)
-    base, nfe = generate(model, shape, num, cfg.sample.sampler, steps, seed, cfg.sample.batch_size, device)
-    generator = torch.Generator(device).manual_seed(seed + 1)
-    extended = extend_right(model.process, model.net, base, columns, steps, generator)
-    levels = built.dataset.info.levels
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        save_grid(extended.images, out, levels)
-    else:
-        np.savez(out, samples=extended.images.numpy(), levels=np.int64(levels or 0), step=np.int64(step))
-    return out, nfe + extended.nfe

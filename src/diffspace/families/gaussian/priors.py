@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diffspace.resolution import power_law_variance
 from diffspace.spaces import Basis, DCTBasis, FourierBasis, Shape
 
 
@@ -88,10 +89,7 @@ def power_law_prior(
         )
     if tau <= 0 and exponent > 0:
         raise ValueError(f"power-law prior needs τ > 0 (the k = 0 mode is otherwise infinite); got {tau}")
-    _, h, w = shape
-    k = basis.labels(shape)
-    variance = h * w * amplitude**2 * (tau**2 + k**2) ** (-exponent)
-    return Prior(variance.to(torch.float32))
+    return Prior(power_law_variance(basis.labels(shape), shape, tau, exponent, amplitude).to(torch.float32))
 
 
 def laplacian_symbol(basis: Basis, shape: Shape) -> Tensor:
@@ -140,12 +138,3 @@ def fitted_prior(basis: Basis, data: Tensor, floor: float = 1e-3) -> Prior:
     variance = coeffs.var(0)
     variance = variance.clamp_min(floor * float(variance.mean()))
     return Prior(variance.to(torch.float32), mean.to(torch.float32))
-
-
-def sample_power_law_field(
-    num: int, size: int, tau: float, exponent: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """Periodic Gaussian random fields on the unit square with spectrum (τ² + |k|²)^(−s), (num, 1, N, N)."""
-    basis = FourierBasis()
-    prior = power_law_prior(basis, (1, size, size), tau=tau, exponent=exponent)
-    return prior.sample(basis, num, generator)

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffspace.noise import uniform_noise
-from diffspace.processes.blackout_config import BLACKOUT_WEIGHTINGS, BlackoutConfig
-from diffspace.processes.config import ProcessConfig
-from diffspace.processes.jumps import binomial_pmf
+from diffspace.families.blackout.config import BLACKOUT_WEIGHTINGS, SAMPLER_NAMES, BlackoutConfig
+from diffspace.families.blackout.jumps import binomial_pmf
+from diffspace.noise import Generator, binomial, uniform_noise
+from diffspace.process import Capabilities, DataFacts, Marginal
 
 Net = Callable[..., Tensor]
 Shape = tuple[int, ...]
@@ -58,18 +58,6 @@ def survival_schedule(num_steps: int, t_end: float) -> Tensor:
     return torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(logit)])
 
 
-def strided_steps(num_steps: int, steps: int) -> list[int]:
-    """The step indices k_i = ⌊T(N − i)/N⌋, i = 0…N: strictly decreasing from T to 0 for 1 ≤ N ≤ T."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"a sampler needs an integer number of steps ≥ 1; got {steps!r}")
-    if steps > num_steps:
-        raise ValueError(
-            f"steps={steps} exceeds the process's num_steps T={num_steps}: a Blackout sampler visits a "
-            f"subset of the T observation times; use steps ≤ {num_steps}"
-        )
-    return [num_steps * (steps - i) // steps for i in range(steps + 1)]
-
-
 def poisson_loss(rate: Tensor, log_rate: Tensor, target: Tensor) -> Tensor:
     """ŷ − a log ŷ − (a − a log a) ≥ 0 per element: the Poisson loss ŷ − a log ŷ shifted by its minimum (at ŷ = a)."""
     return rate - target - _times(target, log_rate) + torch.xlogy(target, target)
@@ -78,12 +66,6 @@ def poisson_loss(rate: Tensor, log_rate: Tensor, target: Tensor) -> Tensor:
 def _times(a: Tensor, log_rate: Tensor) -> Tensor:
     """a·log ŷ with 0·log 0 = 0 (an exact posterior may give ŷ = 0 where a = 0 surely)."""
     return torch.where(a > 0, a * log_rate, torch.zeros_like(log_rate))
-
-
-def stochastic_round(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """⌊x⌋ + Bernoulli(x − ⌊x⌋): an integer with mean x."""
-    low = torch.floor(x)
-    return low + (uniform_noise(tuple(x.shape), generator, x.device) < x - low).to(x.dtype)
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -116,6 +98,8 @@ class BlackoutDiffusion(nn.Module):
         self.t_end, self.weighting = t_end, weighting
         self.register_buffer("survival", survival_schedule(num_steps, t_end), persistent=False)
         self._kl_table: Tensor | None = None
+        self.capabilities = Capabilities(discrete=True, ode_likelihood=False, resolution_free=True,
+                                         samplers=SAMPLER_NAMES)
 
     # ----- schedule ----------------------------------------------------------------------
     @property
@@ -183,42 +167,59 @@ class BlackoutDiffusion(nn.Module):
         return data_channels, data_channels
 
     def prior_sample(
-        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | None = None
+        self, shape: tuple[int, ...], generator: Generator = None, device: torch.device | None = None
     ) -> Tensor:
         """The empty image x_T = 0 (all counts zero), where generation starts."""
         return torch.zeros(tuple(shape), device=device or self.device)
 
     # ----- forward process ---------------------------------------------------------------
-    def thin(self, n: Tensor, keep: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
-        """Binomial thinning Binomial(n, keep) per pixel with torch.binomial on n's device."""
-        keep = torch.as_tensor(keep, dtype=torch.float32, device=n.device).expand_as(n)
-        return torch.binomial(n.float(), keep.contiguous(), generator=generator)
+    def thin(self, n: Tensor, keep: Tensor | float, generator: Generator = None) -> Tensor:
+        """Binomial thinning Binomial(n, keep) per pixel as n − Binomial(n, 1 − keep), in float64 (so that a death
+        probability 1 − keep of 1e-7 keeps its digits); returned as float32 counts."""
+        death = 1 - torch.as_tensor(keep, dtype=torch.float64, device=n.device).expand(n.shape)
+        counts = n.to(torch.float64)
+        return (counts - binomial(counts, death, generator)).float()
 
-    def forward_sample(self, n0: Tensor, k: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def _at_step(self, n0: Tensor, k: Tensor, generator: Generator) -> Tensor:
         """x_{t_k} ~ Binomial(x_0, p_k) for counts n0 (B, …) and step indices k (B,)."""
-        return self.thin(n0, _per_sample(self.survival[k].float(), n0), generator)
+        return self.thin(n0, _per_sample(self.survival[k], n0), generator)
 
-    def sample_steps(self, batch: int, generator: torch.Generator | None, device: torch.device | str) -> Tensor:
+    def step_of(self, t: Tensor) -> Tensor:
+        """The observation step k = round(t·T) of times t ∈ [0, 1]."""
+        return torch.round(t.to(torch.float64) * self.num_steps).long().clamp(0, self.num_steps)
+
+    def marginal(self, x0: Tensor, t: Tensor, generator: Generator = None, **cond: Any) -> Marginal:
+        """x_t ~ Binomial(x_0, p_k), k = round(tT), as counts; the target is the number still to be born, x_0 − x_t."""
+        n0 = self.to_state(x0)
+        nk = self._at_step(n0, self.step_of(t.to(n0.device)), generator)
+        return Marginal(nk, n0 - nk)
+
+    def sample_steps(self, batch: int, generator: Generator, device: torch.device | str) -> Tensor:
         """Stratified step indices k_b = 1 + ⌊T·((u + b/B) mod 1)⌋ with one u ~ U[0, 1): a low-variance cover of 1…T."""
         u = uniform_noise((1,), generator, device, torch.float64)
         strata = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
         return (1 + torch.floor(strata * self.num_steps).long()).clamp(max=self.num_steps)
 
     # ----- network -----------------------------------------------------------------------
-    def _rate(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> tuple[Tensor, Tensor]:
-        """(ŷ, log ŷ) with ŷ = (max/2)·softplus(net(2n/max − 1, k/T, **cond)), in float32."""
+    def _raw(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> Tensor:
+        """The network's raw output r = net(2n/max − 1, k/T, **cond) in float32."""
         k = torch.as_tensor(k, device=n.device)
         t = (k.to(torch.float32) / self.num_steps).expand(n.shape[0]).contiguous()
-        raw = net(self.from_state(n), t, **(cond or {})).float()
+        return net(self.from_state(n), t, **(cond or {})).float()
+
+    def _rate(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> tuple[Tensor, Tensor]:
+        """(ŷ, log ŷ) with ŷ = (max/2)·softplus(r), in float32."""
+        raw = self._raw(net, n, k, cond)
         scale = self.max_count / 2
         return scale * F.softplus(raw), math.log(scale) + _log_softplus(raw)
 
     def remaining(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None = None) -> Tensor:
-        """ŷ(n, t_k) ≈ E[x_0 − x_t | x_t = n], the expected number of units still to be born, ≥ 0."""
-        return self._rate(net, n, k, cond)[0]
+        """ŷ(n, t_k) = (max/2)·softplus(net(…)) ≈ E[x_0 − x_t | x_t = n], the expected number of units still to be
+        born, ≥ 0 (without log ŷ, which only the losses need)."""
+        return (self.max_count / 2) * F.softplus(self._raw(net, n, k, cond))
 
     # ----- objectives --------------------------------------------------------------------
-    def loss(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def loss(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Per-sample loss (B,): mean over pixels of w_k [ŷ − a log ŷ − (a − a log a)], a = x_0 − x_{t_k}.
 
         k is stratified over 1…T and x_{t_k} ~ Binomial(x_0, p_k); "likelihood" weighting returns
@@ -229,12 +230,12 @@ class BlackoutDiffusion(nn.Module):
             return self.nll_bound(net, x0, generator, **cond)
         n0 = self.to_state(x0)
         k = self.sample_steps(n0.shape[0], generator, n0.device)
-        nk = self.forward_sample(n0, k, generator)
+        nk = self._at_step(n0, k, generator)
         rate, log_rate = self._rate(net, nk, k, cond)
         weight = _per_sample(self.weights()[k - 1].float(), n0)
         return (weight * poisson_loss(rate, log_rate, n0 - nk)).flatten(1).mean(1)
 
-    def nll_bound(self, net: Net, x0: Tensor, generator: torch.Generator | None = None, **cond: Any) -> Tensor:
+    def nll_bound(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Upper bound on −log₂ p(x_0)/D (bits/dim) of the τ-leaping model, per sample (one step k each).
 
         The model starts at x_T = 0 and steps x_{k−1} = x_k + Poisson(q_k ŷ), q_k = (p_{k−1} − p_k)/(1 − p_k).
@@ -250,7 +251,7 @@ class BlackoutDiffusion(nn.Module):
         batch, dim = n0.shape[0], n0[0].numel()
         k = self.sample_steps(batch, generator, n0.device)
         p = self.survival
-        nk = self.thin(n0, _per_sample(((p[k] - p[-1]) / (1 - p[-1])).float(), n0), generator)
+        nk = self.thin(n0, _per_sample((p[k] - p[-1]) / (1 - p[-1]), n0), generator)
         remaining = n0 - nk
         rate, log_rate = self._rate(net, nk, k, cond)
         q = _per_sample(self.birth_probability(k, k - 1), n0)
@@ -280,21 +281,14 @@ class BlackoutDiffusion(nn.Module):
         return self._kl_table
 
 
-def build_blackout(cfg: ProcessConfig, data: Tensor | None, shape: Shape) -> BlackoutDiffusion:
-    """BlackoutDiffusion from the `blackout` section of a ProcessConfig; data, if given, must be counts 0…max."""
-    b: BlackoutConfig = cfg.blackout
-    process = BlackoutDiffusion(shape, b.max_count, b.num_steps, b.t_end, b.weighting)
+def build_blackout(cfg: BlackoutConfig, facts: DataFacts, data: Tensor | None) -> BlackoutDiffusion:
+    """BlackoutDiffusion of a resolved BlackoutConfig; training images, if given, must be counts 0…max_count."""
+    if cfg.max_count is None:
+        raise ValueError("process.max_count is unset: resolve the config against the data first (build_process does)")
+    process = BlackoutDiffusion(facts.shape, cfg.max_count, cfg.num_steps, cfg.t_end, cfg.weighting)
     if data is not None:
         process.to_state(data)
     return process
 
 
-__all__ = [
-    "BlackoutConfig",
-    "BlackoutDiffusion",
-    "build_blackout",
-    "poisson_loss",
-    "stochastic_round",
-    "strided_steps",
-    "survival_schedule",
-]
+__all__ = ["BlackoutDiffusion", "build_blackout", "poisson_loss", "survival_schedule"]

@@ -1,0 +1,1 @@
+"""Process families, one package each; `diffspace.process` imports those named in its FAMILY_MODULES."""
