@@ -58,6 +58,10 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     assert code == 0 and "wrote 5 samples to s.npz" in out
     data = np.load("s.npz")
     assert data["samples"].shape == (5, 1, 8, 8) and int(data["levels"]) == 17 and int(data["step"]) == 4
+    for batch in ("2", "3"):
+        argv = ["sample", "--run", str(run), "--num", "5", "--steps", "2", "--batch-size", batch, "--out", f"b{batch}.npz"]
+        assert _run(argv, capsys)[0] == 0
+        assert np.allclose(np.load(f"b{batch}.npz")["samples"], data["samples"], atol=1e-5)  # sample i: seed and i only
 
     code, out, _ = _run(["sample", "--run", str(run), "--num", "4", "--sampler", "euler_maruyama", "--no-ema",
                          "--out", "grid.png"], capsys)
@@ -84,7 +88,15 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.jpg"], 2, "--out must end in .png"),
     (["sample", "--run", "no/such/run", "--num", "0", "--out", "x.png"], 2, "--num must be ≥ 1"),
     (["export", "--run", "no/such/run"], 2, "no/such/run has no checkpoint"),
-    (["data", "check", "mnsit"], 1, "Did you mean 'mnist'"),
+    (["data", "check", "mnsit"], 2, "did you mean 'mnist'"),
+    (["train", "data.split=tset"], 2, "data.split must be one of train, test; got 'tset' (did you mean 'test'?)"),
+    (["train", "data.resolution=-8"], 2, "data.resolution must be ≥ 0; got -8"),
+    (["train", "process.kind=blackout", "process.softness=0.3"], 2,
+     "process.softness is a knob of the gaussian family, but process.kind is 'blackout'"),
+    (["train", "process.softness=0.3"], 2, "process.softness is read by the soft-conditioning schedule only"),
+    (["train", "process.kind=blackot"], 2, "unknown process.kind 'blackot' (did you mean 'blackout'?)"),
+    (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png", "--batch-size", "0"], 2,
+     "--batch-size must be ≥ 1"),
 ])
 def test_user_errors_are_one_line_with_an_exit_status(argv: list[str], status: int, message: str,
                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -23,6 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
+from diffspace.validation import ConfigError
+
 from diffspace.data import (
     DATASETS,
     DataConfig,
@@ -419,12 +421,12 @@ def test_folder_split_subfolders(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_names_and_suggests_closest(tmp_path: Path) -> None:
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:
         load_dataset(DataConfig(name="fashion_mnist"))
-    assert "Did you mean 'fashion-mnist'?" in str(err.value)
+    assert "did you mean 'fashion-mnist'?" in str(err.value)
     assert all(name in str(err.value) for name in DATASETS)
     for call in (lambda: fetch("mnits", tmp_path), lambda: check("cifar", tmp_path)):
-        with pytest.raises(DataError, match="Did you mean"):
+        with pytest.raises(ConfigError, match="did you mean"):
             call()
     assert set(LOADERS) == set(DATASETS)
 
@@ -433,10 +435,10 @@ def test_unknown_name_lists_names_and_suggests_closest(tmp_path: Path) -> None:
     ("field", "value"),
     [("split", "val"), ("resize", "bicubic"), ("field", "z"), ("resolution", -1), ("max_items", 1.5), ("crop_size", 0)],
 )
-def test_invalid_config_values_raise_data_error(field: str, value: object) -> None:
+def test_invalid_config_values_raise_config_errors(field: str, value: object) -> None:
     cfg = DataConfig(name="digits")
     setattr(cfg, field, value)
-    with pytest.raises(DataError, match=f"data.{field}"):
+    with pytest.raises(ConfigError, match=f"data.{field}"):
         load_dataset(cfg)
 
 

@@ -181,16 +181,19 @@ def sample_run(
     resolution: int | None = None,
     extend_right: int | None = None,
     progress: bool = False,
+    batch_size: int | None = None,
 ) -> SampleReport:
     """Draw `num` samples from a trained run (EMA weights unless ema=False) and write them to
     `out`: a .png grid, or a .npz with `samples` (N, C, H, W) float32 in model space, `levels`
     (0 for continuous data) and the checkpoint `step`. Unset options take the run's sample config.
     `resolution` N samples N×N images, at a resolution the run may never have seen (see `at_resolution`);
-    `extend_right` K extends each sample by K columns (models that generate columns left to right)."""
+    `extend_right` K extends each sample by K columns (models that generate columns left to right). Sample i
+    depends on the seed and i alone, not on `batch_size` (samples per sampler call)."""
     out = Path(out)
     if out.suffix not in (".png", ".npz"):
         raise ConfigError(f"--out must end in .png (a grid) or .npz (raw samples); got {out}")
-    for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right)):
+    for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right),
+                        ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be ≥ 1; got {value}")
     cfg, built, step = load_run(run_dir, ema, data_dir)
@@ -210,7 +213,8 @@ def sample_run(
         extend = family(cfg.process.kind).extend_right
         if extend is None:
             raise ConfigError(f"--extend-right: process.kind={cfg.process.kind} has no image extension")
-    samples, nfe = generate(model, shape, num, sampler, steps, seed, s.batch_size, device, progress=progress)
+    samples, nfe = generate(model, shape, num, sampler, steps, seed, batch_size or s.batch_size, device,
+                            progress=progress)
     if extend is not None:
         try:
             extension = extend(model.process, model.net, samples, extend_right, steps,

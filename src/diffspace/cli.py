@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="output file: .png (grid) or .npz (raw model-space samples)")
     sample.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
     sample.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
-    sample.add_argument("--seed", type=int, help="seed of the sampling noise (default: the run's sample.seed)")
+    sample.add_argument("--seed", type=int, help="seed of the sampling noise (default: the run's sample.seed); "
+                        "sample i has its own noise stream, so it does not depend on --batch-size")
+    sample.add_argument("--batch-size", type=int, help="samples per sampler call (default: the run's "
+                        "sample.batch_size)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--data-dir", help="data directory (the data set fixes shapes and fitted priors)")
     sample.add_argument("--resolution", type=int, help="sample N×N images, also at resolutions never trained on "
@@ -133,7 +136,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError("--extend-right draws its windows with its own inpainting sampler at the training "
                           "resolution: leave out --resolution and --sampler")
     report = sample_run(args.run, args.out, args.num, args.steps, args.sampler, args.seed, not args.no_ema,
-                        args.data_dir, args.resolution, args.extend_right, progress=not args.quiet)
+                        args.data_dir, args.resolution, args.extend_right, progress=not args.quiet,
+                        batch_size=args.batch_size)
     weights = "EMA" if report.ema else "raw"
     extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
     print(f"{report.sampler}, {report.steps} steps: {report.nfe} network evaluations per batch "

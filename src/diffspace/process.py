@@ -159,6 +159,7 @@ class Family:
     config   — its config dataclass (a ProcessConfig whose `kind` default is `name`).
     build    — (config, data facts, training images or None) → process; ValueError for what cannot be built.
     samplers — the samplers that fit it, by name (first = default).
+    oracle_only — those of them that need an exact oracle in place of a trained network (toy problems).
     resolve  — the config with its data-derived fields (None = "from the data") filled in from the facts;
                ValueError when a set value contradicts the data.
     extend_right — (process, net, images, columns, steps, generator, cond=…) → images with `columns` more
@@ -173,6 +174,7 @@ class Family:
     config: type[ProcessConfig]
     build: Builder
     samplers: Mapping[str, Callable[..., Any]]
+    oracle_only: tuple[str, ...] = ()
     resolve: Callable[[Any, DataFacts], Any] = lambda cfg, facts: cfg
     migrate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda top, section: dict(section)
     extend_right: Callable[..., Any] | None = None

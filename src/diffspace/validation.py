@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,11 +64,37 @@ def check(value: Any, rules: Mapping[str, Any], key: str) -> None:
                 raise ConfigError(f"{key} must be {sign} {rules[name]}; got {v!r}")
 
 
+def _type_ok(value: Any, kind: Any) -> bool:
+    """Whether `value` has the annotated type: bool, int (not bool), float (int allowed), str, X | None,
+    tuple[T, ...]; other annotations are not checked."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, option) for option in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if origin is tuple:
+        args = typing.get_args(kind)
+        return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value) if args else isinstance(value, tuple)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True
+
+
 def check_fields(config: Any, prefix: str = "") -> None:
-    """Apply every field's metadata rules of a config dataclass (and of nested ones); keys named `prefix` + field."""
+    """Apply every field's type and metadata rules of a config dataclass (and of nested ones); keys named
+    `prefix` + field."""
+    hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
+        value, key = getattr(config, f.name), f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
-            check_fields(value, f"{prefix}{f.name}.")
-        else:
-            check(value, f.metadata, f"{prefix}{f.name}")
+            check_fields(value, f"{key}.")
+            continue
+        if not _type_ok(value, hints[f.name]):
+            raise ConfigError(f"{key} must be of type {getattr(hints[f.name], '__name__', hints[f.name])}; got {value!r}")
+        check(value, f.metadata, key)

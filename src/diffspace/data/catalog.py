@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 
-from diffspace.data.errors import DataError
+from diffspace.validation import unknown
 
 DATASETS: dict[str, str] = {
     "digits": "scikit-learn 8×8 handwritten digits, 1797 images, 17 levels (built in, no download)",
@@ -20,9 +19,7 @@ DATASETS: dict[str, str] = {
 
 
 def check_name(name: str) -> str:
-    """Return `name` if it is a known data set; otherwise DataError listing the names and the closest."""
+    """Return `name` if it is a known data set; otherwise a ConfigError naming the closest and listing the names."""
     if name in DATASETS:
         return name
-    closest = difflib.get_close_matches(name, list(DATASETS), n=1, cutoff=0.0)
-    hint = f" Did you mean {closest[0]!r}?" if closest else ""
-    raise DataError(f"Unknown data set {name!r}.{hint} Valid names: {', '.join(DATASETS)}.")
+    raise unknown("data set", name, DATASETS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -46,18 +46,18 @@ class DataConfig:
     """
 
     name: str = "digits"
-    split: str = "train"
-    resolution: int = 0
-    resize: str = "auto"
-    max_items: int = 0
-    seed: int = 0
-    num_samples: int = 1000
-    crop_size: int = 64
-    grf_tau: float = 3.0
+    split: str = field(default="train", metadata={"choices": ("train", "test")})
+    resolution: int = field(default=0, metadata={"min": 0})
+    resize: str = field(default="auto", metadata={"choices": ("auto", "area", "spectral")})
+    max_items: int = field(default=0, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0})
+    num_samples: int = field(default=1000, metadata={"min": 1})
+    crop_size: int = field(default=64, metadata={"min": 1})
+    grf_tau: float = field(default=3.0, metadata={"gt": 0.0})
     grf_exponent: float = 2.0
     folder: str = ""
     grayscale: bool = True
-    field: str = "y"
+    field: str = field(default="y", metadata={"choices": ("x", "y")})
 
 
 class ImageDataset(Dataset):

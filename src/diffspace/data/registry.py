@@ -9,7 +9,6 @@ from pathlib import Path
 
 from diffspace.data.catalog import check_name
 from diffspace.data.dataset import DataConfig, ImageDataset
-from diffspace.data.errors import DataError
 from diffspace.data.fields import load_darcy, load_grf
 from diffspace.data.files import data_dir as resolve_data_dir
 from diffspace.data.images import (
@@ -21,6 +20,7 @@ from diffspace.data.images import (
     load_microstructure,
 )
 from diffspace.data.transforms import resize_images, resize_method
+from diffspace.validation import check_fields
 
 LOADERS: dict[str, Callable[[DataConfig, Path], ImageDataset]] = {
     "digits": load_digits,
@@ -36,17 +36,9 @@ LOADERS: dict[str, Callable[[DataConfig, Path], ImageDataset]] = {
 
 
 def validate(cfg: DataConfig) -> None:
-    """DataError naming the field for any value of `cfg` outside its allowed set."""
+    """ConfigError naming the field for any value of `cfg` outside its allowed set (the field rules of DataConfig)."""
     check_name(cfg.name)
-    choices = {"split": ("train", "test"), "resize": ("auto", "area", "spectral"), "field": ("x", "y")}
-    for field, allowed in choices.items():
-        value = getattr(cfg, field)
-        if value not in allowed:
-            raise DataError(f"data.{field} = {value!r} is not one of {', '.join(map(repr, allowed))}.")
-    for field, minimum in (("resolution", 0), ("max_items", 0), ("num_samples", 1), ("crop_size", 1)):
-        value = getattr(cfg, field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise DataError(f"data.{field} = {value!r} must be an integer ≥ {minimum}.")
+    check_fields(cfg, "data.")
 
 
 def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None) -> ImageDataset:

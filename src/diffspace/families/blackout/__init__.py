@@ -9,7 +9,7 @@ from diffspace.families.blackout.samplers import SAMPLERS
 from diffspace.process import Family, register
 
 FAMILY = register(Family(
-    name="blackout", config=BlackoutConfig, build=build_blackout, samplers=SAMPLERS, resolve=resolve,
+    name="blackout", config=BlackoutConfig, build=build_blackout, samplers=SAMPLERS, oracle_only=("exact_bridge",), resolve=resolve,
     migrate=migrate_v1, summary="counts that die one unit at a time; generation from the empty image",
 ))
 

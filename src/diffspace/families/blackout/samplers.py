@@ -195,6 +195,7 @@ def exact_bridge(
     `net` must offer `posterior(n, k)` (a BlackoutPosterior); each step draws x_0 by inverting
     the posterior's CDF at one uniform per pixel.
     """
+    require_fit(process, "exact_bridge")
     posterior = getattr(net, "posterior", None)
     if not callable(posterior):
         raise ValueError(
