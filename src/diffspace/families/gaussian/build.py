@@ -3,12 +3,14 @@ priors and data-variance labels)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from diffspace.families.gaussian.config import GaussianConfig
 from diffspace.families.gaussian.priors import Prior, fitted_prior, laplacian_prior, power_law_prior, white_prior
 from diffspace.families.gaussian.process import GaussianDiffusion
 from diffspace.families.gaussian.schedules import SCALAR_SCHEDULES, Schedule, SoftConditioning
+from diffspace.likelihood import dequantize
 from diffspace.process import DataFacts
 from diffspace.spaces import BASES, Basis, HaarBasis, PCABasis, Shape, column_labels, haar_column_labels, row_labels
 
@@ -66,11 +68,16 @@ def fitted_to_data(cfg: GaussianConfig) -> bool:
 
 
 def build_gaussian(cfg: GaussianConfig, facts: DataFacts, data: Tensor | None) -> GaussianDiffusion:
-    """GaussianDiffusion(basis, prior, schedule) for data of shape facts.shape."""
-    shape = facts.shape
+    """GaussianDiffusion(basis, prior, schedule) for data of shape facts.shape; with `dequantize`, the data-fitted
+    parts see the training images dequantized once (seeded), as training sees them."""
+    if cfg.dequantize is None:
+        raise ValueError("process.dequantize is unset: resolve the config against the data first (build_process does)")
+    shape, levels = facts.shape, facts.levels if cfg.dequantize else 0
+    if data is not None and levels:
+        data = dequantize(data.float(), levels, torch.Generator(data.device).manual_seed(0))
     basis = _basis(cfg, data)
     prior = _prior(cfg, basis, shape, data)
     schedule = _schedule(cfg, basis, prior, shape, data)
     return GaussianDiffusion(basis, prior, schedule, weighting=cfg.weighting, network_input=cfg.network_input,
                              network_output=cfg.network_output, softness_range=tuple(cfg.softness_range) or None,
-                             fitted_to_data=fitted_to_data(cfg))
+                             fitted_to_data=fitted_to_data(cfg), levels=levels or 0)

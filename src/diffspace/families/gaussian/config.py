@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffspace.process import ProcessConfig
+from diffspace.process import DataFacts, ProcessConfig
 from diffspace.spaces import BASIS_NAMES
 
 PRIORS = ("white", "power_law", "laplacian", "fitted")
@@ -48,6 +49,10 @@ class GaussianConfig(ProcessConfig):
     network_output — what the network returns: "eps" (Uᵀ ε) | "noise" (the data-space noise
                 Uᵀ(√λ ε) = C^{1/2} ξ, a resolution-independent function for trace-class priors:
                 right for FNOs trained across resolutions).
+    dequantize — train on uniformly dequantized data x + u·2/(L − 1), u ~ U[−½, ½), as the bits/dim
+                bound evaluates them, and fit PCA bases and fitted priors to dequantized data:
+                unset (null) = when the data have L discrete levels; false for continuous data (GRF,
+                Darcy) or to train on the levels themselves.
     """
 
     kind: str = "gaussian"
@@ -65,6 +70,7 @@ class GaussianConfig(ProcessConfig):
     weighting: str = field(default="eps", metadata={"choices": WEIGHTINGS})
     network_input: str = field(default="data", metadata={"choices": NETWORK_INPUTS})
     network_output: str = field(default="eps", metadata={"choices": NETWORK_OUTPUTS})
+    dequantize: bool | None = None
 
     def __post_init__(self) -> None:
         """Cross-field rules: γ range ordered; soft-schedule knobs only with the soft schedule."""
@@ -80,6 +86,17 @@ class GaussianConfig(ProcessConfig):
             raise ValueError(f"process.softness_range must be s_min,s_max with s_min ≤ s_max; got {self.softness_range}")
 
 
+def resolve(cfg: GaussianConfig, facts: DataFacts) -> GaussianConfig:
+    """`dequantize` from the data (on when they have levels) unless set; continuous data cannot be dequantized."""
+    if cfg.dequantize is None:
+        return dataclasses.replace(cfg, dequantize=facts.levels is not None)
+    if cfg.dequantize and facts.levels is None:
+        raise ValueError("process.dequantize=true but the data are continuous (no intensity levels); set "
+                         "process.dequantize=false or leave it unset")
+    return cfg
+
+
 def migrate_v1(top: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 `process:` mapping → this family's: version 1 kept the Gaussian knobs at the top level."""
-    return dict(top)
+    """A version-1 `process:` mapping → this family's: version 1 kept the Gaussian knobs at the top level and
+    trained without dequantization."""
+    return {**top, "dequantize": False}

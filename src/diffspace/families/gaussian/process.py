@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffspace.families.gaussian.config import NETWORK_INPUTS, NETWORK_OUTPUTS, WEIGHTINGS
 from diffspace.families.gaussian.priors import Prior
 from diffspace.families.gaussian.samplers import SAMPLERS
 from diffspace.families.gaussian.schedules import Schedule, SoftConditioning, alpha_sigma
+from diffspace.likelihood import dequantize
 from diffspace.noise import Generator, gaussian_noise, stratified_times, uniform_noise
 from diffspace.process import Capabilities, Marginal, Prediction
 from diffspace.spaces import Basis
@@ -65,6 +67,7 @@ class GaussianDiffusion(nn.Module):
         network_output: str = "eps",
         softness_range: tuple[float, float] | None = None,
         fitted_to_data: bool = False,
+        levels: int = 0,
     ) -> None:
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -81,6 +84,9 @@ class GaussianDiffusion(nn.Module):
             if len(softness_range) != 2 or not 0 < softness_range[0] <= softness_range[1]:
                 raise ValueError(f"softness_range must be (s_min, s_max) with 0 < s_min ≤ s_max; got {softness_range}")
         self.softness_range = None if softness_range is None else (float(softness_range[0]), float(softness_range[1]))
+        if levels == 1 or levels < 0:
+            raise ValueError(f"levels must be 0 (no dequantization) or at least 2; got {levels}")
+        self.levels = levels
         self.capabilities = Capabilities(discrete=False, ode_likelihood=True, resolution_free=not fitted_to_data,
                                          samplers=tuple(SAMPLERS))
 
@@ -243,8 +249,11 @@ class GaussianDiffusion(nn.Module):
     # ----- objectives --------------------------------------------------------------------
     def loss(self, net: Net, x0: Tensor, generator: Generator = None, **cond: Any) -> Tensor:
         """Per-sample training loss (B,): mean (ε̂ − ε)² ("eps"), mean λ (ε̂ − ε)² = mean (n̂ − n)² in
-        data space ("noise"), or the ELBO in bits/dim ("elbo"). With a softness range and no
-        softness in `cond`, each example draws its own (`draw_softness`)."""
+        data space ("noise"), or the ELBO in bits/dim ("elbo"), of x0 dequantized on `levels` levels
+        when levels > 0. With a softness range and no softness in `cond`, each example draws its own
+        (`draw_softness`)."""
+        if self.levels:
+            x0 = dequantize(x0.float(), self.levels, generator)
         if self.softness_range is not None and "softness" not in cond:
             cond = {**cond, "softness": self.draw_softness(x0.shape[0], generator, x0.device)}
         if self.weighting == "elbo":
@@ -268,7 +277,11 @@ class GaussianDiffusion(nn.Module):
         divided by D ln 2. The time integral is sampled by importance: for a scalar schedule
         γ is drawn uniformly on [γ(0), γ(1)] and t = γ⁻¹(γ), so the weight is the constant
         ½(γ(1) − γ(0)); a component-wise schedule draws t uniformly with weights ½ γ_i′(t).
-        Continuous data: dequantize discrete data before calling it.
+        Control variate: the error of the baseline ε̂_b = σ z_t (exact for z₀ ~ N(0, I)) is subtracted
+        inside the integral and its exact integral added back,
+            ½ ∫ γ′ E_ε(ε − σ z_t)² dt = ½[A(γ) + z₀² B(γ)]_{γ(0)}^{γ(1)},  A = −softplus(−γ) − sigmoid(γ),
+        B = sigmoid(γ), so the estimate stays unbiased while the large ½γ′ weights of small softness no
+        longer multiply the χ² noise of (ε − ε̂)². Continuous data: dequantize discrete data before calling it.
         """
         z0 = self.to_state(x0.float())
         batch, dim = z0.shape[0], z0[0].numel()
@@ -282,15 +295,24 @@ class GaussianDiffusion(nn.Module):
             t = self.schedule.time_of_gamma(ends[0] + u * (ends[1] - ends[0]))
             weight = 0.5 * (ends[1] - ends[0])
         eps = gaussian_noise(tuple(z0.shape), generator, z0.device)
-        error = self.predict_eps(net, self._noisy(z0, t, eps, softness), t, cond) - eps
-        diffusion = (weight * error.pow(2)).flatten(1).sum(1)
-        return (diffusion + self._constant_terms(z0, softness)) / (dim * math.log(2.0))
-
-    def _constant_terms(self, z0: Tensor, softness: Tensor | None = None) -> Tensor:
-        """Prior KL + decoder + whitening Jacobian of `nll_bound`, in nats per sample."""
-        batch = z0.shape[0]
+        z_t = self._noisy(z0, t, eps, softness)
+        error = self.predict_eps(net, z_t, t, cond) - eps
+        baseline = eps - self.noise_level(t, softness).sigma * z_t
         start = self.noise_level(torch.zeros(batch, device=z0.device), softness)
         end = self.noise_level(torch.ones(batch, device=z0.device), softness)
+        diffusion = (weight * (error.pow(2) - baseline.pow(2)) + self._baseline_integral(z0, start, end)).flatten(1)
+        return (diffusion.sum(1) + self._constant_terms(z0, start, end)) / (dim * math.log(2.0))
+
+    @staticmethod
+    def _baseline_integral(z0: Tensor, start: NoiseLevel, end: NoiseLevel) -> Tensor:
+        """½ ∫₀¹ γ′ E_ε(ε − σ z_t)² dt = ½[A(γ) + z₀² B(γ)] from γ(0) to γ(1), per component (`nll_bound`)."""
+        def antiderivative(gamma: Tensor) -> Tensor:
+            return -F.softplus(-gamma) - torch.sigmoid(gamma) + z0.pow(2) * torch.sigmoid(gamma)
+
+        return 0.5 * (antiderivative(end.gamma) - antiderivative(start.gamma))
+
+    def _constant_terms(self, z0: Tensor, start: NoiseLevel, end: NoiseLevel) -> Tensor:
+        """Prior KL + decoder + whitening Jacobian of `nll_bound`, in nats per sample."""
         prior_kl = 0.5 * (end.alpha**2 * z0**2 + end.sigma**2 - 1 - 2 * torch.log(end.sigma))
         decoder = 0.5 * (math.log(2 * math.pi) + start.gamma + 1).expand_as(z0)
         jacobian = 0.5 * torch.log(self.prior.variance).sum()
