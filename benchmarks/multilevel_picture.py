@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffspace.build import sample_run
+from diffspace.sample import sample_model
 from diffspace.config import load_preset
 from diffspace.data import to_levels
 from diffspace.training import train
@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     for resolution in RESOLUTIONS:
         out = Path(args.run_dir) / f"samples-{resolution}.npz"
-        sample_run(args.run_dir, out, args.num, steps=args.steps, sampler="euler_maruyama", seed=resolution,
+        sample_model(args.run_dir, out, args.num, steps=args.steps, sampler="euler_maruyama", seed=resolution,
                    resolution=resolution)
         samples = torch.from_numpy(np.load(out)["samples"])
         pixels = to_levels(samples, 256).to(torch.uint8)[:, 0]

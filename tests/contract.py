@@ -49,7 +49,7 @@ def build(record: Family) -> tuple[Process, TinyNet]:
     """The family's default process for FACTS, fitted to 64 images, and a tiny network for it."""
     torch.manual_seed(0)
     cfg = record.resolve(record.config(), FACTS)
-    process = record.build(cfg, FACTS, data(64, seed=1))
+    process = record.build(cfg, FACTS, data(64, seed=1), None)
     channels_in, channels_out = process.network_channels(FACTS.shape[0])
     return process, TinyNet(channels_in, channels_out)
 

@@ -487,3 +487,23 @@ def test_cli_trains_and_samples_a_blackout_preset(tmp_path: Path, monkeypatch: p
         assert samples.shape == (3, 1, 8, 8) and np.allclose(counts, np.round(counts), atol=1e-4)
         assert counts.min() >= 0 and counts.max() <= 16
     assert "7 network evaluations" in capsys.readouterr().out
+
+
+def test_deaths_are_drawn_with_the_float64_death_probability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thinning draws deaths Binomial(n, 1 − p) with 1 − p in float64: at p₁ = 1 − 3.06e-7 (t_end 15) a float32
+    survival probability would make it 2.98e-7, 2.6% too few deaths in the first steps."""
+    import diffspace.families.blackout.process as module
+
+    process = BlackoutDiffusion((1, 2, 2), 255, 1000, 15.0)
+    seen = []
+
+    def spy(count, probability, generator):
+        seen.append(probability)
+        return torch.zeros_like(count)
+
+    monkeypatch.setattr(module, "binomial", spy)
+    process.thin(torch.full((1, 1, 2, 2), 255.0), process.survival[1])
+    death = seen[0]
+    assert death.dtype == torch.float64
+    assert float(death.flatten()[0]) == pytest.approx(float(1 - process.survival[1]), rel=1e-12)
+    assert float(death.flatten()[0]) == pytest.approx(3.059e-7, rel=1e-3)

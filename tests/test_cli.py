@@ -49,7 +49,7 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     run = Path("runs/quickstart")
     assert code == 0
     assert f"samples: {run / 'samples/final.png'}" in out and (run / "samples/final.png").is_file()
-    assert (run / "model.safetensors").is_file()
+    assert (run / "model" / "model.safetensors").is_file() and (run / "model" / "model.json").is_file()
 
     code, out, _ = _run(["train", "--quiet", "train.steps=4"], capsys)
     assert code == 0 and "to step 4 (resumed from step 3)" in out
@@ -68,9 +68,12 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     assert code == 0 and "euler_maruyama, 2 steps" in out and "raw weights" in out
     assert Image.open("grid.png").size == (19 * 8, 19 * 8)
 
-    code, out, _ = _run(["export", "--run", str(run), "--out", "w.safetensors", "--no-ema"], capsys)
-    assert code == 0 and "raw weights of step 4" in out
-    assert any(key.startswith("net.") for key in load_file("w.safetensors"))
+    code, out, _ = _run(["export", "--run", str(run), "--out", "raw-model", "--no-ema"], capsys)
+    assert code == 0 and "step 4 (gaussian, raw weights) to raw-model" in out
+    assert any(key.startswith("net.") for key in load_file("raw-model/model.safetensors"))
+    code, out, _ = _run(["sample", "--model", "raw-model", "--num", "4", "--sampler", "euler_maruyama",
+                         "--out", "raw.png"], capsys)
+    assert code == 0 and Image.open("raw.png").tobytes() == Image.open("grid.png").tobytes()
 
     code, _, err = _run(["train", "--quiet", "--preset", "quickstart", "--run-dir", str(run), "train.lr=0.1"], capsys)
     assert code == 2 and f"train.lr: run has {load_preset('quickstart').train.lr!r}, given 0.1" in err
@@ -84,10 +87,10 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     (["train", "--preset", "quikstart"], 2, "did you mean 'quickstart'"),
     (["train", "train.lr=-1"], 2, "train.lr must be > 0.0"),
     (["train", "sample.sampler=tau_leaping"], 2, "sampler 'tau_leaping' does not fit process.kind=gaussian"),
-    (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png"], 2, "no/such/run is not a run directory"),
+    (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png"], 2, "no/such/run is neither a model folder nor a run directory"),
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.jpg"], 2, "--out must end in .png"),
     (["sample", "--run", "no/such/run", "--num", "0", "--out", "x.png"], 2, "--num must be ≥ 1"),
-    (["export", "--run", "no/such/run"], 2, "no/such/run has no checkpoint"),
+    (["export", "--run", "no/such/run"], 2, "no/such/run is neither a model folder nor a run directory"),
     (["data", "check", "mnsit"], 2, "did you mean 'mnist'"),
     (["train", "data.split=tset"], 2, "data.split must be one of train, test; got 'tset' (did you mean 'test'?)"),
     (["train", "data.resolution=-8"], 2, "data.resolution must be ≥ 0; got -8"),

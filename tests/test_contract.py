@@ -39,8 +39,8 @@ class SharedNoise(GaussianDiffusion):
 
 
 def _broken(process_class: type) -> object:
-    def build(cfg, facts, data):
-        process = GAUSSIAN.build(cfg, facts, data)
+    def build(cfg, facts, data, fitted):
+        process = GAUSSIAN.build(cfg, facts, data, fitted)
         process.__class__ = process_class
         return process
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from diffspace.cli import main
 from diffspace.config import ConfigError, load_preset
-from diffspace.evaluate import METRICS, EvalOptions, evaluate_run, parse_metrics
+from diffspace.evaluate import METRICS, EvalOptions, evaluate_path, parse_metrics
 from diffspace.training import train
 from test_domain_metrics import shared_data
 
@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_has_every_field_and_a_grid(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     options = EvalOptions(num=6, steps=3, sampler="euler_maruyama", bpd_num=10, device="cpu")
-    evaluate_run(run_dir, parse_metrics("function,bpd"), out, options)
+    evaluate_path(run_dir, parse_metrics("function,bpd"), out, options)
     report = json.loads(out.read_text())
     assert report["checkpoint_step"] == 2 and report["device"] == "cpu" and report["run"] == str(run_dir)
     names = [entry["metric"] for entry in report["entries"]]
@@ -47,7 +47,7 @@ def test_report_has_every_field_and_a_grid(run_dir: Path, tmp_path: Path) -> Non
 
 
 def test_data_metrics_alone_draw_no_samples(run_dir: Path, tmp_path: Path) -> None:
-    report = evaluate_run(run_dir, ["bpd"], tmp_path / "r.json", EvalOptions(bpd_num=4, device="cpu"))
+    report = evaluate_path(run_dir, ["bpd"], tmp_path / "r.json", EvalOptions(bpd_num=4, device="cpu"))
     assert report.grid is None and not (tmp_path / "r.png").exists()
 
 
@@ -55,9 +55,9 @@ def test_unknown_and_inapplicable_metrics_are_named(run_dir: Path, tmp_path: Pat
     with pytest.raises(ConfigError, match="did you mean 'fid'"):
         parse_metrics("fid,fdi")
     with pytest.raises(ConfigError, match="packaged ones exist for mnist, fashion-mnist"):
-        evaluate_run(run_dir, ["domain_fid"], tmp_path / "r.json", EvalOptions(num=4, steps=2, device="cpu"))
+        evaluate_path(run_dir, ["domain_fid"], tmp_path / "r.json", EvalOptions(num=4, steps=2, device="cpu"))
     with pytest.raises(ConfigError, match=r"\.json"):
-        evaluate_run(run_dir, ["bpd"], tmp_path / "r.txt", EvalOptions(device="cpu"))
+        evaluate_path(run_dir, ["bpd"], tmp_path / "r.txt", EvalOptions(device="cpu"))
 
 
 def test_eval_command_prints_each_figure_with_its_sample_count(run_dir: Path, tmp_path: Path, capsys) -> None:
@@ -97,7 +97,7 @@ def test_domain_metrics_of_an_mnist_run(tmp_path: Path, monkeypatch: pytest.Monk
     run = tmp_path / "mnist"
     train(load_preset("quickstart").with_overrides([*FAST, "data.name=mnist"]), run, data_dir=root, quiet=True)
     options = EvalOptions(num=8, steps=2, reference_num=300, data_dir=str(root), device="cpu")
-    report = evaluate_run(run, ["domain_fid", "precision_recall", "class_balance"], tmp_path / "r.json", options)
+    report = evaluate_path(run, ["domain_fid", "precision_recall", "class_balance"], tmp_path / "r.json", options)
     entries = {e.metric: e for e in report.entries}
     assert set(entries) == {"domain_fid", "precision", "recall", "class_balance_tv"}
     assert entries["domain_fid"].value > 0 and entries["domain_fid"].details["num_reference"] == 300

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from diffspace.build import sample_run
+from diffspace.sample import sample_model
 from diffspace.config import CONFIG_VERSION, ConfigError, RunConfig, load_preset
 from diffspace.training import read_metrics, train
 
@@ -21,7 +21,7 @@ def test_a_version_1_run_directory_samples_and_resumes_exactly(tmp_path: Path) -
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / "run", run)
     assert "version" not in yaml.safe_load((run / "config.yaml").read_text())
-    report = sample_run(run, tmp_path / "s.npz", num=3, steps=4)
+    report = sample_model(run, tmp_path / "s.npz", num=3, steps=4)
     samples = np.load(report.path)["samples"]
     assert report.step == 4 and samples.shape == (3, 1, 8, 8) and np.isfinite(samples).all()
     cfg = RunConfig.load(run / "config.yaml").with_overrides(["train.steps=6"])

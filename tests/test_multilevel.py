@@ -318,7 +318,8 @@ def test_joint_training_and_sampling_at_an_unseen_resolution_from_the_cli(tmp_pa
 
 
 def test_sampling_a_data_fitted_process_at_another_resolution_is_refused() -> None:
-    from diffspace.build import Model, at_resolution
+    from diffspace.build import Model
+    from diffspace.sample import at_resolution
     from diffspace.config import ConfigError, RunConfig
     from diffspace.process import DataFacts
 

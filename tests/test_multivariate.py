@@ -14,7 +14,8 @@ from torch import nn
 
 from gaussian_cases import covariance_z_scores
 from multivariate_cases import F64, ExactEps, expected_nll, gaussian_data, make_process
-from diffspace.build import build, sample_run
+from diffspace.build import build
+from diffspace.sample import sample_model
 from diffspace.config import ConfigError, RunConfig, load_preset, preset_names
 from diffspace.process import DataFacts, build_process
 from diffspace.families.multivariate.kernels import drift_matrix, kron_apply, kron_quadratic, matrix_fraction
@@ -83,13 +84,15 @@ def test_the_stationary_law_is_invariant(name: str, seed: int) -> None:
 
 
 def test_the_vp_preset_is_the_closed_form_vp_kernel() -> None:
-    """K = 1, Q = 0, D = 1: Φ = e^{−B(t)}, Σ = 1 − e^{−2B(t)} (VP-SDE with β_VP = 2β)."""
+    """K = 1, Q = 0, D = ½: the VP SDE dx = −½β x dt + √β dW of the paper's baseline, with the same β range:
+    Φ = e^{−½B(t)}, Σ = 1 − e^{−B(t)} (at t = 1 the mean coefficient is e^{−½·5.05} = 0.0801)."""
     process = make_process("vp")
     t = torch.tensor([0.001, 0.1, 0.5, 1.0], dtype=F64)
     big_b = 0.1 * t + 0.5 * (10.0 - 0.1) * t**2
     kernel = process.kernel(t)
-    assert torch.allclose(kernel.phi[:, 0, 0], torch.exp(-big_b), rtol=1e-12, atol=0)
-    assert torch.allclose(kernel.cov[:, 0, 0], -torch.expm1(-2 * big_b), rtol=1e-10, atol=0)
+    assert torch.allclose(kernel.phi[:, 0, 0], torch.exp(-0.5 * big_b), rtol=1e-12, atol=0)
+    assert torch.allclose(kernel.cov[:, 0, 0], -torch.expm1(-big_b), rtol=1e-10, atol=0)
+    assert float(kernel.phi[-1, 0, 0]) == pytest.approx(0.0801, abs=1e-4)
 
 
 def test_the_kernel_is_computed_once_per_distinct_time() -> None:
@@ -349,7 +352,7 @@ def test_train_sample_and_evaluate_end_to_end(tmp_path: Path) -> None:
     result = train(cfg, tmp_path / "run", quiet=True)
     assert result.step == 3
     for sampler in ("euler_maruyama", "heun"):
-        report = sample_run(tmp_path / "run", tmp_path / f"{sampler}.npz", num=4, sampler=sampler)
+        report = sample_model(tmp_path / "run", tmp_path / f"{sampler}.npz", num=4, sampler=sampler)
         samples = np.load(report.path)["samples"]
         assert samples.shape == (4, 1, 8, 8) and np.isfinite(samples).all()
     built = build(cfg)

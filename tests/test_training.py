@@ -223,7 +223,7 @@ def test_a_run_directory_holds_config_metrics_checkpoints_and_weights(toys, tmp_
     assert [p.name for p in list_checkpoints(run)] == ["step-00000010.pt", "step-00000012.pt"]
     state = load_checkpoint(result.checkpoint)
     assert state["step"] == 12 and state["data"] == {"epoch": 2, "index": 16}
-    weights = load_file(result.weights)
+    weights = load_file(result.model_dir / "model.safetensors")
     for key, value in state["ema"]["module"].items():
         torch.testing.assert_close(weights[key], value, rtol=0, atol=0)
     assert not torch.equal(weights["net.out.weight"], state["model"]["net.out.weight"])

@@ -1,9 +1,9 @@
-"""From a config (and a run's checkpoint) to the objects that train and sample.
+"""From a config to the objects that train and sample.
 
-`build` turns a `RunConfig` into a data set and a `Model` (network + forward process);
-`load_run` rebuilds a trained run's model from its `config.yaml` and newest checkpoint;
-`generate` draws samples from a model in batches; `resolve_run` and `sample_run` are what
-`diffspace train` and `diffspace sample` do before and instead of training.
+`build` turns a `RunConfig` into a data set and a `Model` (network + forward process) and the config
+resolved against the data; `generate` draws samples from a model in batches with per-sample seeds;
+`resolve_run` is what `diffspace train` does before training. Trained models are loaded by
+`diffspace.model.load`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffspace.checkpoint import RunError, latest_checkpoint, load_checkpoint
 from diffspace.config import ConfigError, RunConfig, load_preset, validate_names
 from diffspace.data import ImageDataset, load_dataset
-from diffspace.images import save_grid
-from diffspace.multilevel import check_resolution_free, process_at
 from diffspace.nets import build_net
 from diffspace.noise import PerSampleGenerator
-from diffspace.process import DataFacts, Process, build_process, check_sampler, family, get_sampler, resolve_config
+from diffspace.process import DataFacts, Process, build_process, get_sampler, resolve_config
 
 #: At most this many training images (the first ones) fit a process's data-driven parts
 #: (fitted priors, PCA bases).
@@ -75,23 +71,6 @@ def build(cfg: RunConfig, data_dir: str | Path | None = None) -> Built:
     return Built(dataset, Model(net, process), resolved)
 
 
-def load_run(
-    run_dir: str | Path, ema: bool = True, data_dir: str | Path | None = None
-) -> tuple[RunConfig, Built, int]:
-    """A trained run: its config, data set and model with the newest checkpoint's EMA (or raw)
-    weights, and the checkpoint's step."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); train one with `diffspace train`")
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise RunError(f"{run_dir} has no checkpoint yet; train it longer with `diffspace train --run-dir {run_dir}`")
-    built = build(RunConfig.load(run_dir / CONFIG_FILE), data_dir)
-    state = load_checkpoint(path)
-    built.model.load_state_dict(state["ema"]["module"] if ema else state["model"])
-    return built.config, built, state["step"]
-
-
 def generate(
     model: Model,
     shape: tuple[int, int, int],
@@ -136,96 +115,3 @@ def resolve_run(
     saved = run_path / CONFIG_FILE
     base = RunConfig.load(saved) if preset is None and saved.is_file() else load_preset(preset or "quickstart")
     return base.with_overrides(overrides), run_path
-
-
-@dataclass
-class SampleReport:
-    """What `sample_run` wrote."""
-
-    path: Path
-    num: int
-    sampler: str
-    steps: int
-    nfe: int
-    step: int
-    ema: bool
-    size: tuple[int, int]
-
-
-def at_resolution(cfg: RunConfig, model: Model, facts: DataFacts) -> Model:
-    """The run's network with its forward process rebuilt for data with `facts` at another resolution: a process
-    defined at every N (capabilities.resolution_free) and a network that runs on any grid."""
-    resolution = facts.shape[-1]
-    if resolution < 1:
-        raise ConfigError(f"--resolution must be ≥ 1; got {resolution}")
-    if cfg.model.kind == "mlp":
-        raise ConfigError(f"--resolution {resolution}: model.kind=mlp is built for one input size; sampling at "
-                          "another resolution needs a network that runs on any grid (model.kind fno or unet)")
-    try:
-        check_resolution_free(model.process, f"building it at {resolution}×{resolution}")
-        process = process_at(cfg.process, facts)
-    except ValueError as err:
-        raise ConfigError(f"--resolution {resolution}: {err}") from None
-    return Model(model.net, process.to(next(model.net.parameters()).device))
-
-
-def sample_run(
-    run_dir: str | Path,
-    out: str | Path,
-    num: int,
-    steps: int | None = None,
-    sampler: str | None = None,
-    seed: int | None = None,
-    ema: bool = True,
-    data_dir: str | Path | None = None,
-    resolution: int | None = None,
-    extend_right: int | None = None,
-    progress: bool = False,
-    batch_size: int | None = None,
-) -> SampleReport:
-    """Draw `num` samples from a trained run (EMA weights unless ema=False) and write them to
-    `out`: a .png grid, or a .npz with `samples` (N, C, H, W) float32 in model space, `levels`
-    (0 for continuous data) and the checkpoint `step`. Unset options take the run's sample config.
-    `resolution` N samples N×N images, at a resolution the run may never have seen (see `at_resolution`);
-    `extend_right` K extends each sample by K columns (models that generate columns left to right). Sample i
-    depends on the seed and i alone, not on `batch_size` (samples per sampler call)."""
-    out = Path(out)
-    if out.suffix not in (".png", ".npz"):
-        raise ConfigError(f"--out must end in .png (a grid) or .npz (raw samples); got {out}")
-    for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right),
-                        ("--batch-size", batch_size)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be ≥ 1; got {value}")
-    cfg, built, step = load_run(run_dir, ema, data_dir)
-    s = cfg.sample
-    sampler, steps = sampler or s.sampler, s.steps if steps is None else steps
-    check_sampler(cfg.process.kind, sampler)
-    seed = s.seed if seed is None else seed
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
-    model = built.model.to(device)
-    facts = data_facts(built.dataset)
-    shape = facts.shape
-    if resolution is not None and (resolution, resolution) != shape[1:]:
-        facts = DataFacts((shape[0], resolution, resolution), facts.levels)
-        model, shape = at_resolution(cfg, model, facts), facts.shape
-    extend = None
-    if extend_right is not None:
-        extend = family(cfg.process.kind).extend_right
-        if extend is None:
-            raise ConfigError(f"--extend-right: process.kind={cfg.process.kind} has no image extension")
-    samples, nfe = generate(model, shape, num, sampler, steps, seed, batch_size or s.batch_size, device,
-                            progress=progress)
-    if extend is not None:
-        try:
-            extension = extend(model.process, model.net, samples, extend_right, steps,
-                               PerSampleGenerator.for_indices(seed + 1, range(num), device))
-        except ValueError as err:
-            raise ConfigError(f"--extend-right: {err}") from None
-        samples, nfe = extension.images, nfe + extension.nfe
-    levels = built.dataset.info.levels
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        save_grid(samples, out, levels)
-    else:
-        np.savez(out, samples=samples.numpy(), levels=np.int64(levels or 0), step=np.int64(step))
-    return SampleReport(out, num, sampler, steps, nfe, step, ema, tuple(samples.shape[-2:]))

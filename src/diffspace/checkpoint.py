@@ -16,12 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 import safetensors.torch
 
 CHECKPOINT_DIR = "checkpoints"
-#: The EMA weights of a finished run, as safetensors (`export_run` writes any checkpoint's).
-WEIGHTS_FILE = "model.safetensors"
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 _TEMP_PREFIX = ".tmp-"
 
@@ -118,17 +115,3 @@ def export_safetensors(weights: dict[str, torch.Tensor], path: str | Path, metad
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in weights.items()}
     data = safetensors.torch.save(tensors, metadata=metadata)
     atomic_write(path, lambda handle: handle.write(data))
-
-
-def export_run(run_dir: str | Path, out: str | Path, ema: bool = True) -> tuple[Path, int]:
-    """Export the newest checkpoint's EMA (or raw) weights of a run as safetensors, with the
-    run's config (YAML) and step as metadata; returns (path, step). RunError if the run has
-    no checkpoint."""
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise RunError(f"{run_dir} has no checkpoint (is it a run directory? train it with `diffspace train`)")
-    state = load_checkpoint(path)
-    weights = state["ema"]["module"] if ema else state["model"]
-    export_safetensors(weights, out, {"config": yaml.safe_dump(state["config"], sort_keys=False),
-                                      "step": str(state["step"])})
-    return Path(out), state["step"]

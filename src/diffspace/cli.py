@@ -32,9 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")
 
-    sample = commands.add_parser("sample", help="draw samples from a trained run",
-                                 description="Sample from a run's newest checkpoint (EMA weights by default).")
-    sample.add_argument("--run", required=True, help="run directory")
+    sample = commands.add_parser("sample", help="draw samples from a trained model",
+                                 description="Sample from a model folder, or from a run directory's newest "
+                                 "checkpoint (EMA weights by default); the data set is not needed.")
+    _add_model_source(sample)
     sample.add_argument("--num", type=int, required=True, help="number of samples")
     sample.add_argument("--out", required=True, help="output file: .png (grid) or .npz (raw model-space samples)")
     sample.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
@@ -44,18 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, help="samples per sampler call (default: the run's "
                         "sample.batch_size)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    sample.add_argument("--data-dir", help="data directory (the data set fixes shapes and fitted priors)")
+    sample.add_argument("--data-dir", help="data directory (only for run checkpoints from before version 0.2, "
+                        "which did not record the data's shape)")
     sample.add_argument("--resolution", type=int, help="sample N×N images, also at resolutions never trained on "
                         "(needs a process defined at every N, e.g. a power-law prior, and an FNO or U-Net)")
     sample.add_argument("--extend-right", type=int, metavar="K", help="extend each sample by K columns to the "
                         "right, beyond the training width (column-sequential models, e.g. gud-mnist-columns)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    export = commands.add_parser("export", help="export a run's weights as safetensors",
-                                 description="Write the newest checkpoint's weights (EMA by default) as safetensors.")
+    export = commands.add_parser("export", help="write a run's model folder (stands alone, without the data)",
+                                 description="Write the model folder of a run's newest checkpoint: config.yaml, "
+                                 "model.safetensors (weights and every process buffer) and model.json.")
     export.add_argument("--run", required=True, help="run directory")
-    export.add_argument("--out", help="output file (default: <run>/model.safetensors)")
+    export.add_argument("--out", help="model folder to write (default: <run>/model)")
     export.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    export.add_argument("--data-dir", help="data directory (only for run checkpoints from before version 0.2)")
 
     commands.add_parser("presets", help="list the presets", description="List every preset with its description.")
 
@@ -70,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    """--model MODEL_DIR or --run RUN_DIR, exactly one."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model folder (from `diffspace export` or <run>/model)")
+    source.add_argument("--run", help="run directory (its newest checkpoint)")
+
+
 def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     """The parsers of `diffspace eval` and `diffspace train-classifier` (metric names as in
     diffspace.evaluate.METRICS, written out so that `diffspace --help` needs no torch import)."""
@@ -77,7 +88,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
                                    description="Evaluate a run's newest checkpoint; writes a JSON report and a PNG "
                                    "sample grid beside it. Metrics: fid, kid, domain_fid, precision_recall, "
                                    "class_balance, function, bpd, ode_bpd.")
-    evaluate.add_argument("--run", required=True, help="run directory")
+    _add_model_source(evaluate)
     evaluate.add_argument("--metrics", required=True, help="comma-separated metrics, e.g. fid,kid,bpd")
     evaluate.add_argument("--out", required=True, help="report file (.json); the grid goes beside it (.png)")
     evaluate.add_argument("--num", type=int, default=1000, help="samples for sample-based metrics (default 1000)")
@@ -86,6 +97,8 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of sampling and estimators (default 0)")
     evaluate.add_argument("--batch-size", type=int, help="sampler batch (default: the run's sample.batch_size)")
     evaluate.add_argument("--bpd-num", type=int, default=1000, help="test images for bpd / ode_bpd (default 1000)")
+    evaluate.add_argument("--images", help="an .npz file whose array `images` (N, C, H, W, model space) replaces "
+                          "the test split for bpd / ode_bpd (no data set needed)")
     evaluate.add_argument("--bpd-repeats", type=int, default=1, help="ELBO draws averaged per image (default 1)")
     evaluate.add_argument("--divergence", default="hutchinson", choices=("hutchinson", "exact"),
                           help="divergence estimator of ode_bpd (default hutchinson)")
@@ -121,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         start = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
         print(f"trained {result.run_dir} to step {result.step}{start}, {result.images_per_sec:.0f} images/s")
-        print(f"weights: {result.weights}")
+        print(f"model: {result.model_dir}")
         if result.grid is not None:
             print(f"samples: {result.grid}")
     return 0
@@ -129,15 +142,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     """`diffspace sample`."""
-    from diffspace.build import sample_run
     from diffspace.config import ConfigError
+    from diffspace.sample import sample_model
 
     if args.extend_right is not None and (args.resolution is not None or args.sampler is not None):
         raise ConfigError("--extend-right draws its windows with its own inpainting sampler at the training "
                           "resolution: leave out --resolution and --sampler")
-    report = sample_run(args.run, args.out, args.num, args.steps, args.sampler, args.seed, not args.no_ema,
-                        args.data_dir, args.resolution, args.extend_right, progress=not args.quiet,
-                        batch_size=args.batch_size)
+    report = sample_model(args.model or args.run, args.out, args.num, args.steps, args.sampler, args.seed,
+                          not args.no_ema, args.data_dir, args.resolution, args.extend_right, progress=not args.quiet,
+                          batch_size=args.batch_size)
     weights = "EMA" if report.ema else "raw"
     extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
     print(f"{report.sampler}, {report.steps} steps: {report.nfe} network evaluations per batch "
@@ -148,14 +161,15 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     """`diffspace eval`: one line per figure, with its standard error and sample count."""
-    from diffspace.evaluate import EvalOptions, evaluate_run, parse_metrics
+    from diffspace.evaluate import EvalOptions, evaluate_path, parse_metrics
 
     options = EvalOptions(num=args.num, steps=args.steps, sampler=args.sampler, seed=args.seed,
                           batch_size=args.batch_size, bpd_num=args.bpd_num, bpd_repeats=args.bpd_repeats,
                           divergence=args.divergence, reference_num=args.reference_num,
                           inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
-                          softness=args.softness, ema=not args.no_ema, data_dir=args.data_dir, device=args.device)
-    report = evaluate_run(args.run, parse_metrics(args.metrics), args.out, options)
+                          softness=args.softness, images=args.images, ema=not args.no_ema, data_dir=args.data_dir,
+                          device=args.device)
+    report = evaluate_path(args.model or args.run, parse_metrics(args.metrics), args.out, options)
     for e in report.entries:
         error = f" ± {e.stderr:.4g}" if e.stderr is not None else ""
         how = f"{e.sampler}, {e.steps} steps" if e.steps is not None else e.sampler
@@ -180,11 +194,11 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """`diffspace export`."""
-    from diffspace.checkpoint import WEIGHTS_FILE, export_run
+    from diffspace.model import RUN_MODEL_DIR, export_run
 
-    out = args.out or Path(args.run) / WEIGHTS_FILE
-    path, step = export_run(args.run, out, ema=not args.no_ema)
-    print(f"wrote {'EMA' if not args.no_ema else 'raw'} weights of step {step} to {path}")
+    out = args.out or Path(args.run) / RUN_MODEL_DIR
+    path, card = export_run(args.run, out, ema=not args.no_ema, data_dir=args.data_dir)
+    print(f"wrote the model folder of step {card.step} ({card.family}, {card.weights} weights) to {path}")
     return 0
 
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from diffspace.build import Built, generate, load_run
+from diffspace.build import generate
 from diffspace.checkpoint import atomic_write
 from diffspace.config import ConfigError, RunConfig
 from diffspace.data import DataConfig, DataError, load_dataset
@@ -40,6 +41,7 @@ from diffspace.metrics.domain import class_balance, label_frequencies, precision
 from diffspace.metrics.fid import FeatureStats, InceptionFeatures, fid_from_stats, kernel_distance
 from diffspace.metrics.function_space import function_metrics
 from diffspace.metrics.reference import ClassifierFeatures, reference_stats
+from diffspace.model import TrainedModel, is_model_folder, load, record_metrics
 from diffspace.validation import unknown
 
 SAMPLE_METRICS = ("fid", "kid", "domain_fid", "precision_recall", "class_balance", "function")
@@ -63,7 +65,8 @@ def parse_metrics(text: str) -> list[str]:
 class EvalOptions:
     """How to evaluate: sample count and sampler (defaults: the run's sample config), bits/dim
     images and draws, reference-set size (None: the whole training split), weight overrides,
-    an evaluation softness (softness-conditioned GUD models), EMA or raw weights, data folder, device."""
+    an evaluation softness (softness-conditioned GUD models), an .npz of images to score in place of
+    the test split, EMA or raw weights, data folder, device."""
 
     num: int = 1000
     steps: int | None = None
@@ -77,6 +80,7 @@ class EvalOptions:
     inception_weights: str | None = None
     classifier_weights: str | None = None
     softness: float | None = None
+    images: str | None = None
     ema: bool = True
     data_dir: str | None = None
     device: str = "auto"
@@ -137,10 +141,11 @@ def _device_name(device: torch.device) -> str:
 class _Context:
     """What the metric functions share: the run, its samples (drawn once) and common fields."""
 
-    def __init__(self, cfg: RunConfig, built: Built, step: int, options: EvalOptions, device: torch.device) -> None:
-        self.cfg, self.built, self.step, self.options, self.device = cfg, built, step, options, device
-        self.sampler = options.sampler or cfg.sample.sampler
-        self.steps = options.steps if options.steps is not None else cfg.sample.steps
+    def __init__(self, trained: TrainedModel, options: EvalOptions, device: torch.device) -> None:
+        self.trained, self.options, self.device = trained.to(device), options, device
+        self.cfg, self.model, self.facts, self.step = trained.config, trained.model, trained.facts, trained.card.step
+        self.sampler = options.sampler or self.cfg.sample.sampler
+        self.steps = options.steps if options.steps is not None else self.cfg.sample.steps
         self.cond = {} if options.softness is None else {"softness": options.softness}
         self.samples: Tensor | None = None
         self.nfe: int | None = None
@@ -155,16 +160,14 @@ class _Context:
     def draw(self) -> Tensor:
         """`num` samples of the model, drawn once."""
         if self.samples is None:
-            model = self.built.model.to(self.device)
-            shape = tuple(self.built.dataset.images.shape[1:])
             batch = self.options.batch_size or self.cfg.sample.batch_size
-            self.samples, self.nfe = generate(model, shape, self.options.num, self.sampler, self.steps,
-                                              self.options.seed, batch, self.device, cond=self.cond)
+            self.samples, self.nfe = generate(self.model, self.facts.shape, self.options.num, self.sampler,
+                                              self.steps, self.options.seed, batch, self.device, cond=self.cond)
         return self.samples
 
     def pictures(self) -> Tensor:
         """The samples quantised to 8-bit pictures (the protocol of every feature network)."""
-        levels = self.built.dataset.info.levels
+        levels = self.facts.levels
         if levels is None:
             raise ConfigError(f"{self.cfg.data.name} holds continuous fields: FID, KID and domain metrics need "
                               "images; use --metrics function,bpd")
@@ -248,8 +251,27 @@ def _class_balance(ctx: _Context) -> list[MetricEntry]:
                       tv_to_labels=None if to_labels is None else to_labels.total_variation)]
 
 
+def _images_file(path: str, shape: tuple[int, ...], num: int) -> Tensor:
+    """The first `num` images of an .npz file's array `images` (N, C, H, W) in model space, checked against the
+    model's per-image shape."""
+    try:
+        with np.load(path) as archive:
+            if "images" not in archive:
+                raise ConfigError(f"--images {path}: no array named 'images' (found {', '.join(archive.files)})")
+            images = torch.from_numpy(np.asarray(archive["images"][:num], dtype=np.float32))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--images {path}: cannot be read as .npz ({err})") from None
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape) or len(images) == 0:
+        raise ConfigError(f"--images {path}: need images (N ≥ 1, {', '.join(map(str, shape))}); got "
+                          f"{tuple(images.shape)}")
+    return images
+
+
 def _test_images(ctx: _Context, num: int) -> tuple[Tensor, str]:
-    """The first `num` test images (the training split, named in the report, when there is no test split)."""
+    """The first `num` images of --images, else of the test split (the training split, named in the report, when
+    there is no test split)."""
+    if ctx.options.images is not None:
+        return _images_file(ctx.options.images, ctx.facts.shape, num), ctx.options.images
     try:
         split = "test"
         data = load_dataset(dataclasses.replace(ctx.cfg.data, split=split, max_items=num), ctx.options.data_dir)
@@ -272,25 +294,25 @@ def _function(ctx: _Context) -> list[MetricEntry]:
 def _bpd_entry(ctx: _Context, name: str, result: BpdResult, split: str) -> MetricEntry:
     return MetricEntry(name, result.value, result.stderr, result.num, result.nfe, result.method, None, ctx.step,
                        _device_name(ctx.device), {"split": split, "dequantized": result.dequantized,
-                                                  "levels": ctx.built.dataset.info.levels, "unit": "bits/dim"})
+                                                  "levels": ctx.facts.levels, "unit": "bits/dim"})
 
 
 def _bpd(ctx: _Context) -> list[MetricEntry]:
     images, split = _test_images(ctx, ctx.options.bpd_num)
-    model = ctx.built.model.to(ctx.device).eval()
-    result = elbo_bpd(model.process, model.net, images, ctx.built.dataset.info.levels,
+    model = ctx.model.eval()
+    result = elbo_bpd(model.process, model.net, images, ctx.facts.levels,
                       generator=torch.Generator(ctx.device).manual_seed(ctx.options.seed),
                       repeats=ctx.options.bpd_repeats, cond=ctx.cond)
     return [_bpd_entry(ctx, "bpd", result, split)]
 
 
 def _ode_bpd(ctx: _Context) -> list[MetricEntry]:
-    model = ctx.built.model.to(ctx.device).eval()
+    model = ctx.model.eval()
     if not model.process.capabilities.ode_likelihood:
         raise ConfigError(f"ode_bpd needs an exact probability-flow ODE likelihood, which process.kind="
                           f"{ctx.cfg.process.kind} does not offer: use bpd (the ELBO)")
     images, split = _test_images(ctx, ctx.options.bpd_num)
-    result = ode_bpd(model.process, model.net, images, ctx.built.dataset.info.levels,
+    result = ode_bpd(model.process, model.net, images, ctx.facts.levels,
                      divergence=ctx.options.divergence,
                      generator=torch.Generator(ctx.device).manual_seed(ctx.options.seed), cond=ctx.cond)
     return [_bpd_entry(ctx, "ode_bpd", result, split)]
@@ -300,28 +322,34 @@ _COMPUTE = {"fid": _fid, "kid": _kid, "domain_fid": _domain_fid, "precision_reca
             "class_balance": _class_balance, "function": _function, "bpd": _bpd, "ode_bpd": _ode_bpd}
 
 
-def evaluate_built(
-    cfg: RunConfig, built: Built, step: int, metrics: list[str], out: str | Path, options: EvalOptions, run: str = ""
-) -> EvalReport:
-    """Evaluate a built model (see `evaluate_run`)."""
+def evaluate_model(trained: TrainedModel, metrics: list[str], out: str | Path, options: EvalOptions,
+                   name: str = "") -> EvalReport:
+    """Compute `metrics` of a trained model and write the report (JSON) and a sample grid (PNG) beside it; the
+    data set is read only by the metrics that compare with data."""
     out = Path(out)
     if out.suffix != ".json":
         raise ConfigError(f"--out must end in .json; got {out}")
     if options.num < 2 or options.bpd_num < 1:
         raise ConfigError(f"need --num ≥ 2 and --bpd-num ≥ 1; got {options.num}, {options.bpd_num}")
-    device = _device(options.device, cfg)
-    ctx = _Context(cfg, built, step, options, device)
-    entries = [entry for name in metrics for entry in _COMPUTE[name](ctx)]
+    device = _device(options.device, trained.config)
+    ctx = _Context(trained, options, device)
+    entries = [entry for metric in metrics for entry in _COMPUTE[metric](ctx)]
     grid = None
-    if ctx.samples is not None and built.dataset.images.shape[1] in (1, 3):
-        grid = save_grid(ctx.samples[:GRID_IMAGES], out.with_suffix(".png"), built.dataset.info.levels)
-    report = EvalReport(run, step, _device_name(device), options.softness, entries, None if grid is None else str(grid))
+    if ctx.samples is not None and ctx.facts.shape[0] in (1, 3):
+        grid = save_grid(ctx.samples[:GRID_IMAGES], out.with_suffix(".png"), ctx.facts.levels)
+    report = EvalReport(name, ctx.step, _device_name(device), options.softness, entries,
+                        None if grid is None else str(grid))
     text = json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
     atomic_write(out, lambda handle: handle.write(text.encode()))
     return report
 
 
-def evaluate_run(run_dir: str | Path, metrics: list[str], out: str | Path, options: EvalOptions) -> EvalReport:
-    """Load a run's newest checkpoint, compute `metrics` and write the report (JSON) and a sample grid (PNG)."""
-    cfg, built, step = load_run(run_dir, options.ema, options.data_dir)
-    return evaluate_built(cfg, built, step, metrics, out, options, str(run_dir))
+def evaluate_path(path: str | Path, metrics: list[str], out: str | Path, options: EvalOptions) -> EvalReport:
+    """Load a model folder or a run's newest checkpoint and evaluate it (`evaluate_model`)."""
+    trained = load(path, options.ema, device="cpu", data_dir=options.data_dir)
+    report = evaluate_model(trained, metrics, out, options, str(path))
+    if is_model_folder(path):
+        record_metrics(path, {e.metric: {"value": e.value, "stderr": e.stderr, "num_samples": e.num_samples,
+                                         "sampler": e.sampler, "steps": e.steps, "report": str(out)}
+                              for e in report.entries})
+    return report

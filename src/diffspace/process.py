@@ -149,7 +149,7 @@ class ProcessConfig:
     kind: str = field(default=DEFAULT_FAMILY)
 
 
-Builder = Callable[[Any, DataFacts, Tensor | None], Process]
+Builder = Callable[[Any, DataFacts, Tensor | None, Mapping[str, Tensor] | None], Process]
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,9 @@ class Family:
     """A process family's registry record.
 
     config   — its config dataclass (a ProcessConfig whose `kind` default is `name`).
-    build    — (config, data facts, training images or None) → process; ValueError for what cannot be built.
+    build    — (config, data facts, training images or None, fitted state or None) → process; ValueError for
+               what cannot be built. The fitted state is the state dict of a saved process: a builder takes
+               the parts it would fit to data (a PCA basis, a fitted prior) from it instead.
     samplers — the samplers that fit it, by name (first = default).
     oracle_only — those of them that need an exact oracle in place of a trained network (toy problems).
     resolve  — the config with its data-derived fields (None = "from the data") filled in from the facts;
@@ -259,11 +261,32 @@ def build_process(cfg: ProcessConfig, data: Tensor | None = None, facts: DataFac
         facts = DataFacts(tuple(facts))
     if data is not None and tuple(data.shape[1:]) != facts.shape:
         raise ValueError(f"training images of shape {tuple(data.shape[1:])} do not match the data facts {facts.shape}")
-    return record.build(record.resolve(cfg, facts), facts, data)
+    return record.build(record.resolve(cfg, facts), facts, data, None)
+
+
+def restore_process(cfg: ProcessConfig, facts: DataFacts, state: Mapping[str, Tensor]) -> Process:
+    """The process of a saved model without its training data: built from the config and data facts with its
+    data-fitted parts and learned parameters taken from `state` (its state dict, which must match exactly:
+    ValueError naming the first missing or unexpected entry, or a shape that differs)."""
+    record = family(cfg.kind)
+    check_fields(cfg, "process.")
+    process = record.build(record.resolve(cfg, facts), facts, None, state)
+    expected = process.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise ValueError(f"the saved process state does not fit a {record.name} process of this config ({what})")
+    for key, value in expected.items():
+        if tuple(value.shape) != tuple(state[key].shape):
+            raise ValueError(f"the saved process state has {key} of shape {tuple(state[key].shape)}; this config "
+                             f"builds {tuple(value.shape)}")
+    process.load_state_dict(dict(state))
+    return process
 
 
 __all__ = [
     "Capabilities", "ContinuousProcess", "DataFacts", "Family", "Marginal", "Prediction", "Process", "ProcessConfig",
-    "build_process", "check_sampler", "default_config", "families", "family", "get_sampler", "register",
+    "build_process", "check_sampler", "restore_process", "default_config", "families", "family", "get_sampler", "register",
     "resolve_config", "samplers",
 ]

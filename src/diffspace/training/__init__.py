@@ -2,7 +2,7 @@
 
 `train(cfg, run_dir)` trains or resumes a run directory holding `config.yaml`, `metrics.csv`,
 `samples/step-XXXXXX.png`, `samples/final.png`, `checkpoints/step-XXXXXXXX.pt` and, when
-training ends, the EMA weights `model.safetensors`.
+training ends, the model folder `model/` (`diffspace.model`: config, EMA weights with every process buffer, card).
 """
 
 from diffspace.training.ema import EMA, ema_decay

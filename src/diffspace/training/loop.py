@@ -22,16 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from diffspace.build import CONFIG_FILE, Built, build, generate
-from diffspace.checkpoint import (
-    WEIGHTS_FILE, export_safetensors, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
-)
+from diffspace.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from diffspace.config import ConfigError, RunConfig, differences, flatten
 from diffspace.images import save_grid
+from diffspace.model import RUN_MODEL_DIR, ModelCard, save_model
 from diffspace.noise import mix_seed
 from diffspace.training import distributed
 from diffspace.training.ema import EMA
@@ -64,7 +62,7 @@ class TrainResult:
     step: int
     resumed_from: int | None
     checkpoint: Path | None
-    weights: Path | None
+    model_dir: Path | None
     grid: Path | None
     images_per_sec: float
 
@@ -162,6 +160,7 @@ class Trainer:
         if state is not None:
             check_resumable(RunConfig.from_dict(state["config"]), cfg, run_dir)
         self.info = built.dataset.info
+        self.facts = {"shape": list(built.dataset.images.shape[1:]), "levels": self.info.levels}
         self.images = built.dataset.images.to(self.device)
         self.model = built.model.to(self.device)
         try:
@@ -213,7 +212,7 @@ class Trainer:
             "version": 1, "step": self.step, "data": self.levels.state_dict(),
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "nonfinite": self.nonfinite, "rng": states, "config": self.cfg.to_dict(),
+            "nonfinite": self.nonfinite, "rng": states, "config": self.cfg.to_dict(), "facts": self.facts,
         }
         return save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_last)
 
@@ -304,13 +303,13 @@ class Trainer:
             self._restore_signals(handlers)
             if self.log is not None:
                 self.log.close()
-        weights = None
+        model_dir = None
         if self.world.main:
-            weights = self.run_dir / WEIGHTS_FILE
-            export_safetensors(self.ema.module.state_dict(), weights,
-                               {"config": yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), "step": str(self.step)})
+            card = ModelCard(self.cfg.process.kind, self.cfg.data.name, tuple(self.facts["shape"]), self.info.levels,
+                             self.step)
+            model_dir = save_model(self.run_dir / RUN_MODEL_DIR, self.cfg, self.ema.module.state_dict(), card)
         return TrainResult(self.run_dir, self.step, self.resumed_from, latest_checkpoint(self.run_dir),
-                           weights, final if final.exists() else None,
+                           model_dir, final if final.exists() else None,
                            total_images / total_time if total_time else 0.0)
 
     def _warn(self, message: str) -> None:

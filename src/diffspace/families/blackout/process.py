@@ -25,6 +25,7 @@ checkpoints: they follow from the config).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -281,8 +282,10 @@ class BlackoutDiffusion(nn.Module):
         return self._kl_table
 
 
-def build_blackout(cfg: BlackoutConfig, facts: DataFacts, data: Tensor | None) -> BlackoutDiffusion:
-    """BlackoutDiffusion of a resolved BlackoutConfig; training images, if given, must be counts 0…max_count."""
+def build_blackout(cfg: BlackoutConfig, facts: DataFacts, data: Tensor | None,
+                   fitted: Mapping[str, Tensor] | None = None) -> BlackoutDiffusion:
+    """BlackoutDiffusion of a resolved BlackoutConfig (nothing is fitted to data); training images, if given, must
+    be counts 0…max_count."""
     if cfg.max_count is None:
         raise ValueError("process.max_count is unset: resolve the config against the data first (build_process does)")
     process = BlackoutDiffusion(facts.shape, cfg.max_count, cfg.num_steps, cfg.t_end, cfg.weighting)

@@ -147,10 +147,14 @@ class SoftConditioning(Schedule):
         if labels.dim() != 3:
             raise ValueError(f"component labels are shaped (C, H, W); got {tuple(labels.shape)}")
         self.softness, self.gamma_min, self.gamma_max, self.clip = float(softness), gamma_min, gamma_max, clip
-        shift = labels.to(torch.float32) / self.softness
-        self.register_buffer("shift", shift)
-        self.start = gamma_min - float(shift.max())
-        self.slope = (gamma_max - float(shift.min())) - self.start
+        self.register_buffer("shift", labels.to(torch.float32) / self.softness)
+        self._set_range()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._set_range())
+
+    def _set_range(self) -> None:
+        """Base schedule start γ_min − max l/s and slope from the shift l/s (again after loading a saved shift)."""
+        self.start = self.gamma_min - float(self.shift.max())
+        self.slope = (self.gamma_max - float(self.shift.min())) - self.start
 
     @property
     def hierarchy(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
 from diffspace.families.multivariate.config import MultivariateConfig
@@ -12,9 +14,10 @@ from diffspace.process import DataFacts
 from diffspace.spaces import BASES, PCABasis
 
 
-def build_multivariate(cfg: MultivariateConfig, facts: DataFacts, data: Tensor | None) -> MultivariateDiffusion:
-    """The process of `cfg` (levels resolved) in its basis (a PCA basis is fitted to the transformed data); the
-    learned diffusions draw their initial G, B from the global torch RNG."""
+def build_multivariate(cfg: MultivariateConfig, facts: DataFacts, data: Tensor | None,
+                       fitted: Mapping[str, Tensor] | None = None) -> MultivariateDiffusion:
+    """The process of `cfg` (levels resolved) in its basis (a PCA basis is fitted to the transformed data, or
+    taken from a saved state `fitted`); the learned diffusions draw their initial G, B from the global torch RNG."""
     if cfg.levels is None:
         raise ValueError("process.levels is unset: resolve the config against the data first (build_process does)")
     if cfg.diffusion.startswith("learned"):
@@ -25,7 +28,9 @@ def build_multivariate(cfg: MultivariateConfig, facts: DataFacts, data: Tensor |
         matrices, facts.shape, LinearBeta(cfg.beta_min, cfg.beta_max), x_var=cfg.x_var, aux_var=cfg.aux_var,
         aux_init_var=cfg.aux_init_var, t_min=cfg.t_min, importance=cfg.importance, transform=cfg.transform,
         logit_alpha=cfg.logit_alpha, levels=cfg.levels, resolution_free=cfg.basis != "pca")
-    if cfg.basis == "pca":
+    if cfg.basis == "pca" and fitted is not None:
+        process.basis = PCABasis(facts.shape)  # its buffers come with the saved state
+    elif cfg.basis == "pca":
         if data is None:
             raise ValueError("the pca basis is fitted to data: pass training images to build_process")
         process.basis = PCABasis.fit(process.encode_data(data.float())[0])

@@ -24,7 +24,8 @@ NUM_VARS: dict[str, int] = {"vp": 1, "cld": 2, "alda": 3, "malda": 3, "learned2"
 def fixed_matrices(name: str, x_var: float, aux_var: float) -> tuple[Tensor, Tensor]:
     """(Q, D) in float64 of the paper's fixed diffusions.
 
-    vp:    Q = 0, D = 1                               (dx = −β x/σ² dt + √(2β) dW)
+    vp:    Q = 0, D = ½ x_var                         (dx = −½β x dt + √(β x_var) dW: the VP SDE of Song et al.,
+                                                       whose MDM form has D = ½; mean e^{−½B(t)})
     cld:   Q = [[0, −1], [1, 0]], D = diag(0, Γ), Γ = 2√(M/x_var)   (critical damping)
     alda:  Q = [[0, −M, 0], [M, 0, −1], [0, 1, 0]], D = diag(0, 0, M)   (L = 1/M, γ = ψ = 1)
     malda: Q = [[0, −1, −1], [1, 0, −1], [1, 1, 0]], D = diag(0, Γ, Γ), Γ = 2√(M/x_var)
@@ -32,7 +33,7 @@ def fixed_matrices(name: str, x_var: float, aux_var: float) -> tuple[Tensor, Ten
     f64 = torch.float64
     gamma = 2.0 * math.sqrt(aux_var / x_var)
     if name == "vp":
-        return torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64)
+        return torch.zeros(1, 1, dtype=f64), torch.full((1, 1), 0.5 * x_var, dtype=f64)
     if name == "cld":
         return torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=f64), torch.diag(torch.tensor([0.0, gamma], dtype=f64))
     if name == "alda":
