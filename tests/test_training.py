@@ -195,7 +195,8 @@ def test_checkpoints_keep_the_last_k_and_ignore_temporary_files(tmp_path: Path) 
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000015.pt", "step-00000020.pt"]
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 20
     save_checkpoint(tmp_path, 25, {"step": 25}, keep_last=2)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000020.pt", "step-00000025.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000020.pt", "step-00000020.pt.json", "step-00000025.pt", "step-00000025.pt.json"]
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffspace.checkpoint import RunError, latest_checkpoint, load_checkpoint
+from diffspace.checkpoint import RunError, load_latest
 from diffspace.config import ConfigError, RunConfig, load_preset, validate_names
 from diffspace.data import ImageDataset, load_dataset
 from diffspace.images import save_grid
@@ -78,16 +78,16 @@ def build(cfg: RunConfig, data_dir: str | Path | None = None) -> Built:
 def load_run(
     run_dir: str | Path, ema: bool = True, data_dir: str | Path | None = None
 ) -> tuple[RunConfig, Built, int]:
-    """A trained run: its config, data set and model with the newest checkpoint's EMA (or raw)
-    weights, and the checkpoint's step."""
+    """A trained run: its config, data set and model with the newest intact checkpoint's EMA (or raw)
+    weights (see `load_latest`), and the checkpoint's step."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); train one with `diffspace train`")
-    path = latest_checkpoint(run_dir)
-    if path is None:
+    found = load_latest(run_dir)
+    if found is None:
         raise RunError(f"{run_dir} has no checkpoint yet; train it longer with `diffspace train --run-dir {run_dir}`")
     built = build(RunConfig.load(run_dir / CONFIG_FILE), data_dir)
-    state = load_checkpoint(path)
+    state = found[1]
     built.model.load_state_dict(state["ema"]["module"] if ema else state["model"])
     return built.config, built, state["step"]
 
