@@ -72,8 +72,9 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     assert code == 0 and "raw weights of step 4" in out
     assert any(key.startswith("net.") for key in load_file("w.safetensors"))
 
-    code, _, err = _run(["train", "--quiet", "--preset", "quickstart", "--run-dir", str(run), "train.lr=0.1"], capsys)
-    assert code == 2 and f"train.lr: run has {load_preset('quickstart').train.lr!r}, given 0.1" in err
+    code, _, err = _run(["train", "--quiet", "--preset", "quickstart", "--run-dir", str(run), "train.ema_decay=0.5"],
+                        capsys)
+    assert code == 2 and f"train.ema_decay: run has {load_preset('quickstart').train.ema_decay!r}, given 0.5" in err
 
     code, _, err = _run(["sample", "--run", str(run), "--num", "2", "--sampler", "hune", "--out", "x.png"], capsys)
     assert code == 2 and "did you mean 'heun'" in err
