@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,8 +150,6 @@ def test_sample_uses_the_newest_intact_checkpoint(run: Path, tmp_path: Path, cap
     out = tmp_path / "s.npz"
     code, _, err = _run(["sample", "--run", str(run), "--num", "2", "--steps", "2", "--out", str(out)], capsys)
     assert code == 0 and "using the older step-00000002.pt" in err
-    import numpy as np
-
     assert int(np.load(out)["step"]) == 2
 
 
@@ -398,6 +397,22 @@ def test_sigterm_during_a_sample_grid_saves_a_checkpoint_within_seconds(tmp_path
     assert "interrupted at step 2; checkpoint: " in err and "sample grid abandoned" in err
     assert verify_checkpoint(saved) is None and load_checkpoint(saved)["step"] == 2
     assert not (run / "samples" / "step-000002.png").exists()
+
+
+def test_sigterm_during_sampling_ends_it_within_seconds_with_one_line(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "many.npz"
+    proc = _cli(["sample", "--run", str(run), "--num", "100000", "--steps", "10000", "--out", str(out)], tmp_path)
+    try:
+        maps = Path(f"/proc/{proc.pid}/maps")
+        _wait_for(lambda: "torch" in maps.read_text(), 60, "the import of torch")
+        time.sleep(3)  # loading the run, or already sampling
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent <= 5
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "diffspace sample: interrupted" and not out.exists()
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.3])
