@@ -230,7 +230,7 @@ def _data(args: argparse.Namespace) -> int:
 #: whose module was never imported cannot have been raised, so nothing is imported to check it.
 #: TrainingInterrupted comes before its base class TrainingError.
 ERRORS = (
-    ("diffspace.config", "ConfigError", 2, "config error: "),
+    ("diffspace.validation", "ConfigError", 2, "config error: "),
     ("diffspace.checkpoint", "RunError", 2, ""),
     ("diffspace.metrics.classifier", "ClassifierError", 2, ""),
     ("diffspace.training.loop", "TrainingInterrupted", 130, ""),
