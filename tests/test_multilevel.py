@@ -234,7 +234,6 @@ def test_multilevel_config_checks() -> None:
     MultilevelConfig("schedule", (14, 28), (300, 100), (64, 32)).check(400)
     MultilevelConfig("joint", (14, 28)).check(5)
     cases = [
-        (MultilevelConfig("schedule", (14, 28), (300, 100)), 500, "sum to 400 but train.steps=500"),
         (MultilevelConfig("schedule", (14, 28), (300,)), 300, "multilevel.steps has 1 entries for 2 resolutions"),
         (MultilevelConfig("joint", (14, 28), (3, 3)), 6, "leave multilevel.steps empty"),
         (MultilevelConfig("joint", (14, 28), (), (8,)), 6, "batch_sizes has 1 entries"),
@@ -246,6 +245,10 @@ def test_multilevel_config_checks() -> None:
             cfg.check(steps)
     schedule = MultilevelConfig("schedule", (14, 28), (3, 2))
     assert [schedule.level_at(s) for s in range(6)] == [0, 0, 0, 1, 1, 1]
+    MultilevelConfig("schedule", (14, 28), (300, 100)).check(500)  # steps not summing to train.steps are scaled
+    assert MultilevelConfig("schedule", (14, 28), (14000, 6000)).level_ends(1000) == (700, 1000)
+    assert MultilevelConfig("schedule", (4, 8, 16), (1, 1, 1)).level_ends(10) == (3, 7, 10)
+    assert schedule.level_ends(5) == (3, 5) and [schedule.level_at(s, (2, 4)) for s in range(6)] == [0, 0, 1, 1, 1, 1]
     assert schedule.batch_size(1, 32) == 32 and MultilevelConfig("joint", (8,), (), (5,)).batch_size(0, 32) == 5
 
 
@@ -302,6 +305,26 @@ def test_multilevel_training_resumes_exactly_across_the_level_switch(tmp_path) -
     a = torch.load(straight.checkpoint, weights_only=False)["model"]
     b = torch.load(resumed.checkpoint, weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_steps_scales_the_schedule_and_a_finished_run_extends_on_the_last_level(tmp_path, capsys) -> None:
+    """multilevel.steps 6,2 with train.steps=4 trains 3 steps at 4×4 and 1 at 8×8 (said in one line); raising
+    train.steps of the finished run trains the new steps at 8×8, with the level ends kept from its start.
+    Each level's batch position (16 images per step at 4×4, 8 at 8×8) shows which level trained."""
+    from diffspace.training import train
+
+    cfg = _tiny("train.steps=4", "multilevel.resolutions=4,8", "multilevel.steps=6,2", "multilevel.batch_sizes=16,8",
+                "train.checkpoint_every=10")
+    first = train(cfg, tmp_path / "run", quiet=True)
+    assert "multilevel: train.steps=4 scales multilevel.steps 6,2 (sum 8) to 3,1" in capsys.readouterr().err
+    data = torch.load(first.checkpoint, weights_only=True)["data"]
+    assert data["ends"] == [3, 4] and [level["index"] for level in data["levels"]] == [48, 8]
+    extended = train(cfg.with_overrides(["train.steps=6"]), tmp_path / "run", quiet=True)
+    assert extended.resumed_from == 4 and extended.step == 6
+    assert ("multilevel: steps 5–6 go beyond this run's level schedule (which ends at step 4) and train the last "
+            "level, 8×8") in capsys.readouterr().err
+    data = torch.load(extended.checkpoint, weights_only=True)["data"]
+    assert data["ends"] == [3, 4] and [level["index"] for level in data["levels"]] == [48, 24]
 
 
 def test_joint_training_and_sampling_at_an_unseen_resolution_from_the_cli(tmp_path) -> None:

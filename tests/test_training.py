@@ -6,9 +6,11 @@ process written here), so the tests check the loop's own guarantees, fast, on an
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from diffspace.config import ConfigError, RunConfig
 from diffspace.training import EMA, FINAL_GRID, TensorBoardMissing, TrainingError, ema_decay, read_metrics, train, warmup_factor
 from diffspace.noise import mix_seed
 from diffspace.training.batches import BatchOrder
+from diffspace.training.logs import Progress, format_duration
 from diffspace.training.precision import NetCall
 
 STANDINS = '''
@@ -195,7 +198,8 @@ def test_checkpoints_keep_the_last_k_and_ignore_temporary_files(tmp_path: Path) 
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000015.pt", "step-00000020.pt"]
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 20
     save_checkpoint(tmp_path, 25, {"step": 25}, keep_last=2)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000020.pt", "step-00000025.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000020.pt", "step-00000020.pt.json", "step-00000025.pt", "step-00000025.pt.json"]
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
@@ -242,8 +246,22 @@ def test_resuming_continues_the_exact_loss_sequence(toys, tmp_path: Path) -> Non
 
 def test_resume_refuses_a_config_that_changes_the_training(toys, tmp_path: Path) -> None:
     train(toys.toy_config("train.steps=5"), tmp_path / "run", quiet=True, built=toys.toy_built())
-    with pytest.raises(ConfigError, match=r"train.lr: run has 0.01, given 0.02"):
-        train(toys.toy_config("train.steps=6", "train.lr=0.02"), tmp_path / "run", quiet=True, built=toys.toy_built())
+    with pytest.raises(ConfigError, match=r"train.weight_decay: run has 0.0, given 0.5"):
+        train(toys.toy_config("train.steps=6", "train.weight_decay=0.5"), tmp_path / "run", quiet=True,
+              built=toys.toy_built())
+
+
+def test_resume_may_change_the_learning_rate_and_says_so(toys, tmp_path: Path, capsys) -> None:
+    train(toys.toy_config("train.steps=5"), tmp_path / "run", quiet=True, built=toys.toy_built())
+    capsys.readouterr()
+    result = train(toys.toy_config("train.steps=8", "train.lr=0.002"), tmp_path / "run", quiet=True,
+                   built=toys.toy_built())
+    assert result.resumed_from == 5
+    assert "train.lr changed from 0.01 to 0.002 at step 5" in capsys.readouterr().err
+    assert [r["lr"] for r in read_metrics(tmp_path / "run")] == [0.005] + [0.01] * 4 + [0.002] * 3
+    assert RunConfig.load(tmp_path / "run" / "config.yaml").train.lr == 0.002
+    train(toys.toy_config("train.steps=9", "train.lr=0.002"), tmp_path / "run", quiet=True, built=toys.toy_built())
+    assert "train.lr changed" not in capsys.readouterr().err
 
 
 def test_a_nonfinite_step_is_skipped_and_training_recovers(toys, tmp_path: Path, capsys) -> None:
@@ -285,6 +303,29 @@ def test_sample_grids_during_training_use_the_configured_sampler(toys, tmp_path:
     assert names == ["final.png", "step-000002.png", "step-000004.png"]
     assert result.grid == tmp_path / "run" / FINAL_GRID
     assert calls == [((6, 1, 4, 4), 3)] * 2
+
+
+def test_progress_in_a_log_file_is_one_plain_line_per_logged_row(toys, tmp_path: Path, capsys) -> None:
+    train(toys.toy_config("train.steps=6", "train.log_every=2"), tmp_path / "run", quiet=False, built=toys.toy_built())
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert "\r" not in err and [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
+    assert all(re.fullmatch(r"step \d/6  loss \d+\.\d{4}  \d+ images/s  ETA \d+s", line) for line in lines), lines
+    assert lines[-1].endswith("ETA 0s")
+
+
+def test_progress_on_a_terminal_is_a_bar_and_durations_read_as_clock_time() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(10, 0, enabled=True, stream=screen)
+    progress.step()
+    progress.row({"step": 1, "loss": 0.5, "images_per_sec": 100.0})
+    progress.close()
+    assert "\r" in screen.getvalue() and "loss=0.5000" in screen.getvalue()
+    assert [format_duration(s) for s in (0.4, 42, 185, 3720)] == ["0s", "42s", "3m05s", "1h02m"]
 
 
 def test_tensorboard_logging_writes_events_or_says_what_to_install(toys, tmp_path: Path) -> None:

@@ -1,15 +1,21 @@
 """The `diffspace` command: train, sample, eval, export, presets, data, train-classifier.
 
 Every user error ends in one line on stderr: exit status 2 for configuration and usage
-errors, 1 for data and runtime errors, 130 when training was interrupted (after a checkpoint).
+errors (an unwritable run directory or output path included, found before any work), 1 for data
+and runtime errors, 130 when interrupted (training saves a checkpoint first). Nothing heavy is
+imported before a command needs it: `--version`, `--help` and `presets` never import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from diffspace import __version__
 
@@ -149,7 +155,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError("--extend-right draws its windows with its own inpainting sampler at the training "
                           "resolution: leave out --resolution and --sampler")
     report = sample_model(args.model or args.run, args.out, args.num, args.steps, args.sampler, args.seed,
-                          not args.no_ema, args.data_dir, args.resolution, args.extend_right, progress=not args.quiet,
+                          not args.no_ema, args.data_dir, args.resolution, args.extend_right,
+                          progress=not args.quiet and sys.stderr.isatty(),
                           batch_size=args.batch_size)
     weights = "EMA" if report.ema else "raw"
     extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
@@ -203,10 +210,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    """`diffspace presets`."""
-    from diffspace.config import list_presets
+    """`diffspace presets`: the first line of each packaged preset's description, read from its YAML
+    file directly (building the configs would import torch)."""
+    from importlib import resources
 
-    rows = list_presets()
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses the presets ten times faster
+    folder = resources.files("diffspace") / "presets"
+    files = sorted((p.name[: -len(".yaml")], p) for p in folder.iterdir() if p.name.endswith(".yaml"))
+    rows = []
+    for name, path in files:
+        text = str((yaml.load(path.read_text(), Loader=loader) or {}).get("description") or "").strip()
+        rows.append((name, text.splitlines()[0] if text else ""))
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
@@ -226,35 +242,114 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if any(word in line for line in lines for word in ("missing", "MISMATCH", "corrupt")) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line `argv` (default sys.argv[1:]) and return its exit status."""
-    from diffspace.checkpoint import RunError
-    from diffspace.config import ConfigError
-    from diffspace.data import DataError
-    from diffspace.metrics.classifier import ClassifierError
-    from diffspace.metrics.fid import InceptionMissing
-    from diffspace.training import TensorBoardMissing, TrainingError, TrainingInterrupted
+#: (module, exception class, exit status, message prefix): how `main` reports an exception. A class
+#: whose module was never imported cannot have been raised, so nothing is imported to check it.
+#: TrainingInterrupted comes before its base class TrainingError.
+ERRORS = (
+    ("diffspace.validation", "ConfigError", 2, "config error: "),
+    ("diffspace.checkpoint", "RunError", 2, ""),
+    ("diffspace.metrics.classifier", "ClassifierError", 2, ""),
+    ("diffspace.training.loop", "TrainingInterrupted", 130, ""),
+    ("diffspace.data.errors", "DataError", 1, ""),
+    ("diffspace.training.loop", "TrainingError", 1, ""),
+    ("diffspace.training.logs", "TensorBoardMissing", 1, ""),
+    ("diffspace.metrics.fid", "InceptionMissing", 1, ""),
+)
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": _train, "sample": _sample, "export": _export, "presets": _presets, "data": _data,
+    "eval": _eval, "train-classifier": _train_classifier,
+}
+
+
+def _report(err: Exception) -> tuple[int, str] | None:
+    """(exit status, one-line message) for an exception a user can act on; None for a bug (a traceback)."""
+    for module, name, status, prefix in ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(err, cls):
+            return status, prefix + str(err)
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        return 1, f"{err.strerror or err}{where}"
+    return None
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[Path, bool]]:
+    """The paths a command will write, known from its arguments, each with whether it is a folder (checked for
+    writability first)."""
+    if args.command == "export":
+        from diffspace.model import RUN_MODEL_DIR
+
+        return [(Path(args.out) if args.out else Path(args.run) / RUN_MODEL_DIR, True)]
+    if args.command == "train-classifier":
+        return [(Path(args.out or f"classifier-{args.name}.safetensors"), False)]
+    return [(Path(args.out), False)] if args.command in ("sample", "eval") else []
+
+
+def _run(argv: list[str] | None, state: dict[str, str]) -> int:
+    """Parse `argv`, check the output paths, run the command and turn user errors into one line."""
     args = _parser().parse_args(argv)
-    command = {"train": _train, "sample": _sample, "export": _export, "presets": _presets, "data": _data,
-               "eval": _eval, "train-classifier": _train_classifier}
+    state["command"] = args.command
     try:
-        return command[args.command](args)
-    except ConfigError as err:
-        print(f"diffspace {args.command}: config error: {err}", file=sys.stderr)
-        return 2
-    except (RunError, ClassifierError) as err:
-        print(f"diffspace {args.command}: {err}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as err:
-        print(f"diffspace {args.command}: {err}", file=sys.stderr)
-        return 130
+        outputs = _outputs(args)
+        if outputs:
+            from diffspace.checkpoint import check_writable
+
+            for path, folder in outputs:
+                check_writable(path, "--out", folder=folder)
+        return COMMANDS[args.command](args)
+    except Exception as err:  # noqa: BLE001 — reported in one line when a user can act on it, else re-raised
+        reported = _report(err)
+        if reported is None:
+            raise
+        print(f"diffspace {args.command}: {reported[1]}", file=sys.stderr)
+        return reported[0]
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as one KeyboardInterrupt while a command runs (the trainer installs its own
+    handlers on top); raised at most once, so that the exit path itself cannot be interrupted."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+
+    def done(self, exiting: bool) -> None:
+        """Ignore both signals from now on when the process is about to exit, else restore the previous handlers."""
+        for sig, previous in self.previous.items():
+            signal.signal(sig, signal.SIG_IGN if exiting else previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]) and return its exit status.
+
+    No Ctrl-C or SIGTERM ends in a traceback, at start-up, in a command or on the way out: each of
+    the two handlers that can raise KeyboardInterrupt (this one's, the trainer's) raises it once,
+    and two nested handlers catch both. With argv None (the `diffspace` command itself) the signals
+    stay ignored after main returns, while the interpreter shuts down."""
+    interrupts = _Interrupts()
+    state = {"command": ""}
+    try:
+        try:
+            status = _run(argv, state)
+        except KeyboardInterrupt:
+            status = 130
+            print(" ".join(filter(None, ("diffspace", state["command"]))) + ": interrupted", file=sys.stderr)
+        except SystemExit:  # argparse: --help, --version, usage errors
+            interrupts.done(exiting=argv is None)
+            raise
+        interrupts.done(exiting=argv is None)
     except KeyboardInterrupt:
-        print(f"diffspace {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except (DataError, TrainingError, TensorBoardMissing, InceptionMissing) as err:
-        print(f"diffspace {args.command}: {err}", file=sys.stderr)
-        return 1
+        status = 130
+        interrupts.done(exiting=argv is None)
+    return status
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from diffspace import __version__
 from diffspace.build import CONFIG_FILE, Model, generate
-from diffspace.checkpoint import RunError, atomic_write, export_safetensors, latest_checkpoint, load_checkpoint
+from diffspace.checkpoint import RunError, atomic_write, export_safetensors, load_latest
 from diffspace.config import RunConfig
 from diffspace.metrics.bpd import elbo_bpd
 from diffspace.nets import build_net
@@ -216,11 +216,11 @@ def _load_run(path: Path, ema: bool, data_dir: str | Path | None) -> TrainedMode
     """A run directory's newest checkpoint; checkpoints without recorded data facts need the data set."""
     from diffspace.build import build
 
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
+    found = load_latest(path)  # the newest checkpoint that verifies; newer broken ones are reported
+    if found is None:
         raise RunError(f"{path} has no checkpoint yet; train it longer with `diffspace train --run-dir {path}`")
     config = RunConfig.load(path / CONFIG_FILE)
-    state = load_checkpoint(checkpoint)
+    state = found[1]
     weights = state["ema"]["module"] if ema else state["model"]
     facts = checkpoint_facts(state)
     card = ModelCard(config.process.kind, config.data.name, facts.shape if facts else (0, 0, 0),
@@ -251,5 +251,5 @@ def load(path: str | Path, ema: bool = True, device: torch.device | str | None =
     return trained.to(device)
 
 
-__all__ = ["MODEL_FORMAT", "ModelCard", "ModelError", "TrainedModel", "assemble", "export_run", "is_model_folder", "load",
-           "record_metrics", "save_model"]
+__all__ = ["MODEL_FORMAT", "ModelCard", "ModelError", "TrainedModel", "assemble", "export_run", "is_model_folder",
+           "load", "record_metrics", "save_model"]

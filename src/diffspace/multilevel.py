@@ -7,11 +7,12 @@ network runs on any grid (an FNO) can be trained on coarse grids first and sampl
 
     mode: schedule            # "off" | "schedule" | "joint"
     resolutions: [14, 28]     # one entry per level, coarse to fine
-    steps: [3000, 1000]       # schedule: optimizer steps per level (sum = train.steps)
+    steps: [3000, 1000]       # schedule: optimizer steps per level (scaled to sum to train.steps)
     batch_sizes: [256, 128]   # per level; empty = train.batch_size at every level
 
 "schedule" trains level i for steps[i] steps and warm-starts level i + 1 from its weights
-(and optimizer state); "joint" sums the mean losses of every level in each step. Data are
+(and optimizer state); steps that do not sum to train.steps are proportions, scaled to it (so
+`train.steps=N` alone shortens or lengthens the whole schedule); "joint" sums the mean losses of every level in each step. Data are
 brought to each level's resolution from the loaded data set through `diffspace.resolution`
 (spectral for function data, area for images; see `diffspace.data.transforms`).
 """
@@ -36,7 +37,8 @@ class MultilevelConfig:
     mode        — "off" (train at data.resolution) | "schedule" (levels one after another,
                   each warm-started from the last) | "joint" (every level in every step).
     resolutions — level resolutions N (N×N grids), coarse to fine.
-    steps       — "schedule": optimizer steps of each level, summing to train.steps; "joint": empty.
+    steps       — "schedule": optimizer steps of each level; scaled proportionally when they do not
+                  sum to train.steps; "joint": empty.
     batch_sizes — images per step at each level; empty = train.batch_size everywhere.
     """
 
@@ -66,23 +68,27 @@ class MultilevelConfig:
         if self.mode == "joint" and self.steps:
             raise ValueError("multilevel.steps is for mode=schedule; in joint mode every step trains every level "
                              "for train.steps steps: leave multilevel.steps empty")
-        if self.mode == "schedule":
-            if len(self.steps) != levels:
-                raise ValueError(f"multilevel.steps has {len(self.steps)} entries for {levels} resolutions; "
-                                 "give the steps of each level")
-            if sum(self.steps) != train_steps:
-                raise ValueError(f"multilevel.steps sum to {sum(self.steps)} but train.steps={train_steps}; "
-                                 f"set train.steps={sum(self.steps)}")
+        if self.mode == "schedule" and len(self.steps) != levels:
+            raise ValueError(f"multilevel.steps has {len(self.steps)} entries for {levels} resolutions; "
+                             "give the steps of each level")
 
     def batch_size(self, level: int, default: int) -> int:
         """Images per step at level `level` (train.batch_size = `default` when none are given)."""
         return self.batch_sizes[level] if self.batch_sizes else default
 
-    def level_at(self, step: int) -> int:
-        """Schedule mode: the level that optimizer step `step` (0-based) trains."""
-        end = 0
-        for level, steps in enumerate(self.steps):
+    def level_ends(self, train_steps: int) -> tuple[int, ...]:
+        """Schedule mode: the step at which each level ends, the cumulative sums of `steps` scaled by
+        train_steps / Σ steps and rounded (the last end is train_steps)."""
+        total, ends, end = sum(self.steps), [], 0
+        for steps in self.steps:
             end += steps
+            ends.append(round(end * train_steps / total))
+        return tuple(ends)
+
+    def level_at(self, step: int, ends: tuple[int, ...] | None = None) -> int:
+        """Schedule mode: the level that optimizer step `step` (0-based) trains, given the levels' end
+        steps (default: the cumulative sums of `steps`); steps past the last end train the last level."""
+        for level, end in enumerate(self.level_ends(sum(self.steps)) if ends is None else ends):
             if step < end:
                 return level
         return len(self.steps) - 1

@@ -1,5 +1,5 @@
 """`load_dataset`: validate a `DataConfig`, dispatch to the data set's loader, then apply
-`max_items` (keep the first items) and the resize to `resolution` in one place."""
+`max_items` (keep the first items), check the values and resize to `resolution`, in one place."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from diffspace.data.catalog import check_name
 from diffspace.data.dataset import DataConfig, ImageDataset
+from diffspace.data.errors import DataError
 from diffspace.data.fields import load_darcy, load_grf
 from diffspace.data.files import data_dir as resolve_data_dir
 from diffspace.data.images import (
@@ -41,16 +45,31 @@ def validate(cfg: DataConfig) -> None:
     check_fields(cfg, "data.")
 
 
+def check_values(images: Tensor, name: str, levels: int | None) -> None:
+    """DataError unless every value is finite and, for data with discrete levels, in model space
+    [−1, 1] (to float32 rounding); the message names the data set, the count of bad values and the first bad item."""
+    bad = ~torch.isfinite(images)
+    what = "NaN/Inf"
+    if not bad.any() and levels is not None:
+        bad, what = images.abs() > 1.0 + 1e-5, "out-of-range (outside [−1, 1] in model space)"
+    if bad.any():
+        per_item = bad.flatten(1).any(1)
+        first = int(per_item.nonzero()[0])
+        raise DataError(f"data set {name}: {int(bad.sum())} {what} values in {int(per_item.sum())} of {len(images)} "
+                        f"items, the first in item {first}; repair or remove those items")
+
+
 def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None) -> ImageDataset:
     """Load data set `cfg.name` in model space from `data_dir(data_dir)`, keep the first
-    `cfg.max_items` items (0 = all) and resize to `cfg.resolution` (0 = native) with
-    `cfg.resize` (auto = spectral for grf/darcy, area for images)."""
+    `cfg.max_items` items (0 = all), check their values (`check_values`) and resize to
+    `cfg.resolution` (0 = native) with `cfg.resize` (auto = spectral for grf/darcy, area for images)."""
     validate(cfg)
     dataset = LOADERS[cfg.name](cfg, resolve_data_dir(data_dir))
     images, labels, info = dataset.images, dataset.labels, dataset.info
     if cfg.max_items:
         images = images[: cfg.max_items]
         labels = None if labels is None else labels[: cfg.max_items]
+    check_values(images, cfg.name, info.levels)
     if cfg.resolution and info.size != (cfg.resolution, cfg.resolution):
         images = resize_images(images, cfg.resolution, resize_method(cfg.name, cfg.resize))
         info = replace(info, size=(cfg.resolution, cfg.resolution))

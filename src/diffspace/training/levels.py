@@ -3,7 +3,10 @@
 `LevelPlan` serves the training loop for plain runs (one level: the data as loaded and the
 model's own process) and for multilevel runs (`diffspace.multilevel.MultilevelConfig`: levels
 one after another, or all of them in every step). Each level has its own batch order, so a
-run resumes exactly at any step of any level.
+run resumes exactly at any step of any level. A schedule's level ends are fixed when the run
+starts (multilevel.steps scaled to train.steps) and saved with the batch positions, so a
+resumed run keeps them whatever train.steps says now: steps beyond the last end train the last
+level (a finished run is extended by raising train.steps).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class LevelPlan:
         divisor: int = 1,
     ) -> None:
         cfg.check(steps)
-        self.cfg = cfg
+        self.cfg, self.steps = cfg, steps
+        self.ends = cfg.level_ends(steps) if cfg.mode == "schedule" else ()
         if cfg.mode == "off":
             self.levels = [self._level(images.shape[-1], model_process, images, batch_size, seed, divisor,
                                        "train.batch_size")]
@@ -81,23 +85,57 @@ class LevelPlan:
         if self.cfg.mode == "joint":
             return self.levels
         if self.cfg.mode == "schedule":
-            return [self.levels[self.cfg.level_at(step)]]
+            return [self.levels[self.cfg.level_at(step, self.ends)]]
         return self.levels[:1]
 
     def images_per_step(self, step: int) -> int:
         """Σ batch sizes of the levels step `step` trains on."""
         return sum(level.batch_size for level in self.active(step))
 
+    def note(self, resumed_from: int | None) -> str | None:
+        """A line on how the schedule differs from multilevel.steps as given: scaled to train.steps (a new
+        run), or extended or cut short by train.steps (a resumed one); None when it does not."""
+        if self.cfg.mode != "schedule":
+            return None
+        given, ends = self.cfg.level_ends(sum(self.cfg.steps)), self.ends
+        if resumed_from is None:
+            if ends == given:
+                return None
+            per_level = [b - a for a, b in zip((0, *ends), ends)]
+            return (f"multilevel: train.steps={self.steps} scales multilevel.steps {_listed(self.cfg.steps)} "
+                    f"(sum {sum(self.cfg.steps)}) to {_listed(per_level)}")
+        if self.steps > ends[-1]:
+            last = self.levels[-1].resolution
+            return (f"multilevel: steps {ends[-1] + 1}–{self.steps} go beyond this run's level schedule (which ends "
+                    f"at step {ends[-1]}) and train the last level, {last}×{last}")
+        if self.steps < ends[-1]:
+            level = self.cfg.level_at(self.steps - 1, ends)
+            return (f"multilevel: this run's level schedule ends at step {ends[-1]}; train.steps={self.steps} stops "
+                    f"it in level {level} ({self.levels[level].resolution}×{self.levels[level].resolution})")
+        return None
+
     def state_dict(self) -> dict[str, object]:
-        """The batch-order positions: level 0's own dict when off (as a plain run), else one per level."""
+        """The batch-order positions: level 0's own dict when off (as a plain run), else one per level,
+        with the level ends of a schedule."""
         if self.cfg.mode == "off":
             return self.levels[0].order.state_dict()
-        return {"levels": [level.order.state_dict() for level in self.levels]}
+        state: dict[str, object] = {"levels": [level.order.state_dict() for level in self.levels]}
+        if self.cfg.mode == "schedule":
+            state["ends"] = list(self.ends)
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore the positions saved by `state_dict`."""
+        """Restore the positions and level ends saved by `state_dict` (a checkpoint without ends comes from
+        a run whose multilevel.steps summed to train.steps: its ends are their cumulative sums)."""
         if self.cfg.mode == "off":
             self.levels[0].order.load_state_dict(state)
             return
         for level, position in zip(self.levels, state["levels"], strict=True):
             level.order.load_state_dict(position)
+        if self.cfg.mode == "schedule":
+            self.ends = tuple(int(end) for end in state.get("ends", self.cfg.level_ends(sum(self.cfg.steps))))
+
+
+def _listed(values: tuple[int, ...] | list[int]) -> str:
+    """Integers as "a,b,c" (the command-line form of a tuple)."""
+    return ",".join(str(v) for v in values)

@@ -1,11 +1,14 @@
-"""Training metrics: `metrics.csv` in the run directory and, optionally, TensorBoard."""
+"""Training metrics and progress: `metrics.csv` in the run directory, optionally TensorBoard, and
+the progress shown while training (a bar on a terminal, plain lines in a log file)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from diffspace.checkpoint import atomic_write
 
@@ -71,3 +74,57 @@ def open_tensorboard(folder: Path) -> Any:
             "train.tensorboard=true needs the tensorboard package: pip install 'diffspace[tensorboard]'"
         ) from None
     return SummaryWriter(str(folder))
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as "1h02m", "3m05s" or "42s"."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+    """Training progress on `stream` (stderr): a tqdm bar when it is a terminal; otherwise one plain
+    line per metrics row, "step 200/1500  loss 0.1234  1015 images/s  ETA 2m10s", so that a log file
+    holds lines, not a single line of carriage returns. ETA: the wall time per step of this session
+    (sample grids and checkpoints included) times the steps left. Nothing is shown when disabled."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.total, self.initial, self.enabled = total, initial, enabled
+        self.began = time.perf_counter()
+        self.bar: Any = None
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train",
+                            file=self.stream)
+
+    def step(self) -> None:
+        """One optimizer step is done."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def row(self, row: dict[str, float]) -> None:
+        """A metrics row was logged: shown on the bar, or printed as one line."""
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
+        elif self.enabled:
+            step = int(row["step"])
+            done = step - self.initial
+            eta = (time.perf_counter() - self.began) / done * (self.total - step) if done > 0 else 0.0
+            print(f"step {step}/{self.total}  loss {row['loss']:.4f}  {row['images_per_sec']:.0f} images/s  "
+                  f"ETA {format_duration(eta)}", file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        """Print a message line (above the bar, if there is one); shown even when progress is disabled."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()

@@ -4,7 +4,10 @@ One optimizer step consumes one global batch of B images: R ranks × A micro-bat
 B/(R·A) images (see `batches`). The loss of a step is the mean per-sample loss over the
 global batch; each micro-batch contributes mean/A to the gradient, and DDP averages over ranks.
 A step whose gradient norm is NaN/Inf is skipped (no update, no EMA); `max_nonfinite` such
-steps in a row stop training with a checkpoint and a TrainingError.
+steps in a row stop training with a checkpoint and a TrainingError, and a NaN/Inf step whose
+batch holds NaN/Inf input stops at once with a checkpoint and a DataError. One trainer at a time
+holds a run directory (`RunLock`); SIGINT/SIGTERM end training with a checkpoint after the current
+step, or at the next network call of a sample grid.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +26,31 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from diffspace.build import CONFIG_FILE, Built, build, generate
-from diffspace.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from diffspace.build import CONFIG_FILE, Built, Model, build, generate
+from diffspace.checkpoint import (
+    CHECKPOINT_DIR, check_writable, latest_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state,
+)
 from diffspace.config import ConfigError, RunConfig, differences, flatten
+from diffspace.data import DataError
 from diffspace.images import save_grid
 from diffspace.model import RUN_MODEL_DIR, ModelCard, save_model
 from diffspace.noise import mix_seed
 from diffspace.training import distributed
 from diffspace.training.ema import EMA
-from diffspace.training.levels import LevelPlan
-from diffspace.training.logs import MetricsLog
+from diffspace.training.levels import Level, LevelPlan
+from diffspace.training.lock import RunLock
+from diffspace.training.logs import MetricsLog, Progress
 from diffspace.training.precision import LossModule, NetCall
 
 #: Config keys (or key prefixes) that may change when a run resumes: they change when or what
-#: is logged and how long training lasts, not what the steps compute.
+#: is logged and how long training lasts, not what the steps compute — except train.lr, which may
+#: change so that a run stopped by NaN/Inf steps continues in its own directory at a lower rate.
 RESUMABLE = ("description", "train.steps", "train.log_every", "train.sample_every",
              "train.checkpoint_every", "train.keep_last", "train.max_nonfinite",
-             "train.tensorboard", "train.compile", "train.device", "sample.")
+             "train.tensorboard", "train.compile", "train.device", "train.lr", "sample.")
 
 FINAL_GRID = "samples/final.png"
 
@@ -52,6 +61,26 @@ class TrainingError(RuntimeError):
 
 class TrainingInterrupted(TrainingError):
     """SIGINT/SIGTERM: a checkpoint was saved at the end of the current step."""
+
+
+class GridStopped(Exception):
+    """A stop was requested while a sample grid was being drawn (raised at its next network call)."""
+
+
+class StopAtCall(nn.Module):
+    """`net` that raises GridStopped instead of running once `stopped()` is true, so that a sample
+    grid ends at its next network call when a stop is requested."""
+
+    def __init__(self, net: nn.Module, stopped: Callable[[], bool]) -> None:
+        super().__init__()
+        self.net = net
+        self.stopped = stopped
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """net(*args, **kwargs), or GridStopped."""
+        if self.stopped():
+            raise GridStopped
+        return self.net(*args, **kwargs)
 
 
 @dataclass
@@ -103,13 +132,26 @@ def train(
 ) -> TrainResult:
     """Train (or resume, if `run_dir` has a checkpoint) the run `cfg` describes; under torchrun
     every process calls this. `built` replaces `build(cfg, data_dir)` (data set and model; `cfg` is then
-    taken as resolved against the data as it is)."""
+    taken as resolved against the data as it is). Rank 0 first checks that the run directory is writable
+    and takes its lock (RunError otherwise)."""
     device = resolve_device(cfg.train.device)
+    run_dir = Path(run_dir)
     world = distributed.start(device)
     try:
-        return Trainer(cfg, Path(run_dir), world, device, data_dir, quiet, built).run()
+        if world.main:
+            check_run_dir(run_dir)
+        with RunLock(run_dir) if world.main else nullcontext():
+            return Trainer(cfg, run_dir, world, device, data_dir, quiet, built).run()
     finally:
         distributed.stop(world)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """RunError unless the run directory and the folders in it that training writes can be written."""
+    check_writable(run_dir, "run directory", folder=True)
+    for sub in (CHECKPOINT_DIR, Path(FINAL_GRID).parent):
+        if (run_dir / sub).exists():
+            check_writable(run_dir / sub, "run directory", folder=True)
 
 
 class Interval:
@@ -148,17 +190,19 @@ class Trainer:
             raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by ranks × train.grad_accum "
                               f"= {world.size} × {t.grad_accum}")
         self.cfg, self.run_dir, self.world, self.quiet = cfg, run_dir, world, quiet
+        self.progress: Progress | None = None
         self.device = torch.device(f"cuda:{world.local_rank}" if device == "cuda" else "cpu")
-        checkpoint = latest_checkpoint(run_dir)
-        state = load_checkpoint(checkpoint) if checkpoint is not None else None
+        found = load_latest(run_dir, set_aside=world.main, report=self._warn)
+        state = found[1] if found is not None else None
         torch.manual_seed(t.seed)
         np.random.seed(t.seed % 2**32)
         random.seed(t.seed)
         if built is None:
             built = build(cfg, data_dir)
             self.cfg = cfg = built.config
-        if state is not None:
-            check_resumable(RunConfig.from_dict(state["config"]), cfg, run_dir)
+        saved = RunConfig.from_dict(state["config"]) if state is not None else None
+        if saved is not None:
+            check_resumable(saved, cfg, run_dir)
         self.info = built.dataset.info
         self.facts = {"shape": list(built.dataset.images.shape[1:]), "levels": self.info.levels}
         self.images = built.dataset.images.to(self.device)
@@ -182,8 +226,15 @@ class Trainer:
             self.forward = DistributedDataParallel(loss, device_ids=ids)
         self.generator = torch.Generator(self.device)
         self.step, self.nonfinite, self.resumed_from = 0, 0, None
+        self.bad_input: str | None = None
         if state is not None:
             self._restore(state)
+            if saved.train.lr != t.lr:
+                self._set_lr(t.lr)
+                self._warn(f"train.lr changed from {saved.train.lr!r} to {t.lr!r} at step {self.step}")
+        note = self.levels.note(self.resumed_from)
+        if note:
+            self._warn(note)
         self.log = None
         if world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -203,8 +254,16 @@ class Trainer:
         states = state["rng"]
         set_rng_state(states[self.world.rank] if len(states) == self.world.size else states[0])
 
+    def _set_lr(self, lr: float) -> None:
+        """Make `lr` the base learning rate of the restored optimizer and warm-up schedule."""
+        self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = lr
+            group["lr"] = lr * warmup_factor(self.scheduler.last_epoch, self.cfg.train.warmup_steps)
+
     def checkpoint(self) -> Path | None:
-        """Save the full training state (every rank's RNG states included); the path on rank 0."""
+        """Save the full training state (every rank's RNG states included); the path on rank 0.
+        TrainingError when the write fails (e.g. a full disk), naming the newest complete checkpoint."""
         states = distributed.gather(rng_state(), self.world)
         if not self.world.main:
             return None
@@ -214,7 +273,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "nonfinite": self.nonfinite, "rng": states, "config": self.cfg.to_dict(), "facts": self.facts,
         }
-        return save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_last)
+        try:
+            return save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_last)
+        except OSError as err:
+            newest = latest_checkpoint(self.run_dir)
+            raise TrainingError(
+                f"could not write the checkpoint of step {self.step} ({err.strerror or err}); the newest complete "
+                f"checkpoint is {newest or 'none'}; free disk space and run the same command to resume"
+            ) from None
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on the next global batch of each level it trains (one level unless
@@ -241,25 +307,44 @@ class Trainer:
             self.nonfinite = 0
         else:
             self.nonfinite += 1
+            self.bad_input = self._nonfinite_input(batches)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
         return total / t.grad_accum, grad_norm, lr
 
-    def grid(self, paths: list[Path]) -> None:
-        """Sample cfg.sample.num images from the EMA model (fixed seed) and save them to `paths`."""
+    def _nonfinite_input(self, batches: list[tuple[Level, Tensor, int]]) -> str | None:
+        """What is wrong with this step's input when its global batch holds NaN/Inf values, else None."""
+        for level, batch, _ in batches:
+            bad = ~torch.isfinite(level.images[batch]).flatten(1)
+            if bad.any():
+                first = int(batch[bad.any(1)][0])
+                return (f"step {self.step + 1}: the batch holds {int(bad.sum())} NaN/Inf input values (first in item "
+                        f"{first} of data set {self.info.name}); the loss is not finite because of the data, "
+                        "not the learning rate: remove or repair those items")
+        return None
+
+    def grid(self, paths: list[Path]) -> bool:
+        """Sample cfg.sample.num images from the EMA model (fixed seed) and save them to `paths`; False,
+        with nothing saved, when a stop request ended the sampling at a network call."""
         s = self.cfg.sample
-        samples, _ = generate(self.ema.module, tuple(self.images.shape[1:]), s.num, s.sampler, s.steps,
-                              s.seed, s.batch_size, self.device)
+        ema = self.ema.module
+        model = Model(StopAtCall(ema.net, lambda: self.stop_requested), ema.process).train(ema.training)
+        try:
+            samples, _ = generate(model, tuple(self.images.shape[1:]), s.num, s.sampler, s.steps,
+                                  s.seed, s.batch_size, self.device)
+        except GridStopped:
+            self._warn("sample grid abandoned")
+            return False
         for path in paths:
             save_grid(samples, path, self.info.levels)
+        return True
 
     def run(self) -> TrainResult:
         """Train until cfg.train.steps, logging, sampling and checkpointing on the way."""
         t, s = self.cfg.train, self.cfg.sample
         final = self.run_dir / FINAL_GRID
-        bar = tqdm(total=t.steps, initial=self.step, disable=self.quiet or not self.world.main,
-                   unit="step", dynamic_ncols=True, desc="train")
+        self.progress = Progress(t.steps, self.step, enabled=not self.quiet and self.world.main)
         handlers = self._catch_signals()
         interval = Interval(self.device)
         total_images, total_time = 0, 0.0
@@ -269,8 +354,8 @@ class Trainer:
                 images = self.levels.images_per_step(self.step)
                 loss, grad_norm, lr = self.train_step()
                 interval.add(loss, grad_norm, time.perf_counter() - began, images)
-                bar.update(1)
-                if self.nonfinite:
+                self.progress.step()
+                if self.nonfinite and self.bad_input is None:
                     self._warn(f"step {self.step}: NaN/Inf gradient norm, step skipped "
                                f"({self.nonfinite} in a row; limit train.max_nonfinite={t.max_nonfinite})")
                 if self.step % t.log_every == 0 or self.step == t.steps:
@@ -278,9 +363,8 @@ class Trainer:
                     total_images, total_time = total_images + interval.images, total_time + interval.seconds
                     if self.log is not None:
                         self.log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
+                    self.progress.row(row)
                     interval = Interval(self.device)
-                stop = distributed.any_true(self.stop_requested, self.world, self.device)
                 paths = []
                 if t.sample_every and self.step % t.sample_every == 0 and s.num:
                     paths.append(self.run_dir / "samples" / f"step-{self.step:06d}.png")
@@ -288,18 +372,26 @@ class Trainer:
                     paths.append(final)
                 if paths and self.world.main:
                     self.grid(paths)
+                stop = distributed.any_true(self.stop_requested, self.world, self.device)
                 failed = self.nonfinite >= t.max_nonfinite
-                if self.step % t.checkpoint_every == 0 or self.step == t.steps or stop or failed:
+                if (self.step % t.checkpoint_every == 0 or self.step == t.steps or stop or failed
+                        or self.bad_input is not None):
                     path = self.checkpoint()
+                if self.bad_input is not None:
+                    raise DataError(f"{self.bad_input} (checkpoint: {path})")
                 if failed:
                     raise TrainingError(
                         f"{self.nonfinite} steps in a row had a NaN/Inf gradient; stopped at step {self.step} "
-                        f"(checkpoint: {path}); try a lower train.lr, train.grad_clip or train.bf16=off")
+                        f"(checkpoint: {path}); try a lower learning rate in this run directory, e.g. "
+                        f"`diffspace train --run-dir {self.run_dir} train.lr={t.lr / 4:g}`")
                 if stop:
                     raise TrainingInterrupted(
                         f"interrupted at step {self.step}; checkpoint: {path}; run the same command to resume")
+            if self.world.main and s.num and not final.exists() and not self.grid([final]):
+                raise TrainingInterrupted(f"interrupted while drawing {final} (training is complete, step "
+                                          f"{self.step} is saved); run the same command to draw it")
         finally:
-            bar.close()
+            self.progress.close()
             self._restore_signals(handlers)
             if self.log is not None:
                 self.log.close()
@@ -313,21 +405,32 @@ class Trainer:
                            total_images / total_time if total_time else 0.0)
 
     def _warn(self, message: str) -> None:
-        """Print a warning line on stderr (rank 0), above the progress bar."""
-        if self.world.main:
-            tqdm.write(message, file=sys.stderr)
+        """Print a warning line on stderr (rank 0), above the progress bar if there is one."""
+        if not self.world.main:
+            return
+        if self.progress is not None:
+            self.progress.write(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def _catch_signals(self) -> dict[int, Any]:
-        """Turn the first SIGINT/SIGTERM into a checkpoint at the end of the current step (a second
-        SIGINT stops at once); only possible in the main thread."""
+        """Turn the first SIGINT/SIGTERM into a checkpoint at the end of the current step, or at the
+        next network call of a sample grid; the second SIGINT stops at once (KeyboardInterrupt, raised
+        once: later signals are ignored). Only possible in the main thread."""
         if threading.current_thread() is not threading.main_thread():
             return {}
+        raised = []
 
         def handler(signum: int, frame: Any) -> None:
+            if raised:
+                return
             if self.stop_requested and signum == signal.SIGINT:
+                raised.append(signum)
                 raise KeyboardInterrupt
+            if self.stop_requested:
+                return
             self.stop_requested = True
-            self._warn("stopping after this step and saving a checkpoint (press Ctrl-C again to stop at once)")
+            self._warn("stopping: saving a checkpoint after this step (press Ctrl-C again to stop at once)")
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
