@@ -21,18 +21,35 @@ def mix_seed(*parts: int) -> int:
 
 
 class PerSampleGenerator:
-    """One `torch.Generator` per sample of a batch: draws shaped (B, …) take row i from generator i."""
+    """One `torch.Generator` per sample of a batch: draws shaped (B, …) take row i from generator i.
 
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+    For a slice of a larger batch (one rank's or micro-batch's share of a global batch) it also knows the rows'
+    `positions` in the whole batch of `total` samples and a `shared` seed, so that stratified draws cover the
+    whole batch, not the slice (`strata`): the randomness of sample i is then the same however the batch is split.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu",
+                 positions: Sequence[int] | None = None, total: int | None = None, shared: int | None = None) -> None:
         if len(seeds) == 0:
             raise ValueError("a per-sample generator needs at least one seed")
+        if (positions is None) != (total is None) or (positions is not None and len(positions) != len(seeds)):
+            raise ValueError("give the rows' positions and the whole batch's size together, one position per seed")
         self.device = torch.device(device)
         self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        self.positions, self.total, self.shared = positions, total, shared
 
     @classmethod
     def for_indices(cls, seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> PerSampleGenerator:
         """Generators for samples `indices` of a run seeded `seed`: sample i's stream is seeded mix_seed(seed, i)."""
         return cls([mix_seed(seed, i) for i in indices], device)
+
+    @classmethod
+    def for_batch_rows(cls, seed: int, step: int, rows: range, total: int,
+                       device: torch.device | str = "cpu") -> PerSampleGenerator:
+        """Generators for rows `rows` of step `step`'s global batch of `total` samples: row i's stream is seeded
+        mix_seed(seed, step, i) and the strata of the whole batch share the seed mix_seed(seed, step)."""
+        return cls([mix_seed(seed, step, i) for i in rows], device, positions=list(rows), total=total,
+                   shared=mix_seed(seed, step))
 
     def __len__(self) -> int:
         """The batch size it serves."""
@@ -91,10 +108,21 @@ def poisson(rate: Tensor, generator: Generator) -> Tensor:
     return _elementwise(torch.poisson, generator, rate)
 
 
-def stratified_times(batch: int, generator: Generator, device: torch.device | str) -> Tensor:
-    """t_b = (u + b/B) mod 1 with one u ~ U[0, 1): a low-variance cover of [0, 1). With a per-sample
-    generator each t_b is its own uniform draw instead (a sample's time then does not depend on its batch)."""
+def strata(batch: int, generator: Generator, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor:
+    """s_b = (u + b/B) mod 1 with one u ~ U[0, 1): a stratified, low-variance cover of [0, 1). For a per-sample
+    generator of a batch slice, b and B are the rows' positions in the whole batch and u is drawn from its shared
+    seed (the same s_b whatever the split); for one without positions each s_b is its own uniform draw."""
     if isinstance(generator, PerSampleGenerator):
-        return uniform_noise((batch,), generator, device)
-    u = uniform_noise((1,), generator, device)
-    return torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)
+        if generator.positions is None:
+            return uniform_noise((batch,), generator, device, dtype)
+        _rows(generator, batch)
+        u = uniform_noise((1,), torch.Generator(generator.device).manual_seed(generator.shared), device, dtype)
+        positions = torch.tensor(generator.positions, device=device, dtype=dtype)
+        return torch.remainder(u + positions / generator.total, 1.0)
+    u = uniform_noise((1,), generator, device, dtype)
+    return torch.remainder(u + torch.arange(batch, device=device, dtype=dtype) / batch, 1.0)
+
+
+def stratified_times(batch: int, generator: Generator, device: torch.device | str) -> Tensor:
+    """Training and ELBO times t_b = `strata` in float32."""
+    return strata(batch, generator, device)

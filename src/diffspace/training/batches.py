@@ -3,9 +3,9 @@
 Epoch e visits the permutation π_e = randperm(N) drawn from a generator seeded by (seed, e),
 in consecutive blocks of B global indices; an incomplete last block is dropped. Step s's
 block is split into R·A equal chunks (R ranks, A accumulation micro-batches): chunk
-g = rank·A + micro goes to that rank and micro-batch, and the loss randomness of chunk g is
-drawn from a generator seeded by (seed, s, g). So a run is fixed by (seed, B, R·A) alone:
-R ranks with A micro-batches each equal one process with R·A micro-batches.
+g = rank·A + micro goes to that rank and micro-batch. The loss randomness of row i of the block
+is drawn from its own stream seeded by (seed, s, i) (`noise.PerSampleGenerator.for_batch_rows`),
+so a run is fixed by (seed, B) alone: any R and A give the same per-sample losses.
 """
 
 from __future__ import annotations

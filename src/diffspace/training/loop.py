@@ -1,8 +1,11 @@
 """The training loop: AdamW with warm-up, clipping, EMA, accumulation, bf16, DDP, resume.
 
-One optimizer step consumes one global batch of B images: R ranks × A micro-batches of
-B/(R·A) images (see `batches`). The loss of a step is the mean per-sample loss over the
-global batch; each micro-batch contributes mean/A to the gradient, and DDP averages over ranks.
+One optimizer step consumes one global batch of B = train.batch_size images: R ranks × A micro-batches
+of B/(R·A) images (see `batches`). The loss of a step is the mean per-sample loss over the global
+batch; each micro-batch contributes mean/A to the gradient, and DDP averages over ranks. The loss
+randomness of each sample (its time, noise, dequantization) is drawn from its own stream seeded by
+(seed, step, its row in the global batch), so an N-process run equals the 1-process run of the same
+config, whatever R and A, up to float summation order.
 A step whose gradient norm is NaN/Inf is skipped (no update, no EMA); `max_nonfinite` such
 steps in a row stop training with a checkpoint and a TrainingError, and a NaN/Inf step whose
 batch holds NaN/Inf input stops at once with a checkpoint and a DataError. One trainer at a time
@@ -37,7 +40,7 @@ from diffspace.config import ConfigError, RunConfig, differences, flatten
 from diffspace.data import DataError
 from diffspace.images import save_grid
 from diffspace.model import RUN_MODEL_DIR, ModelCard, save_model
-from diffspace.noise import mix_seed
+from diffspace.noise import PerSampleGenerator, mix_seed
 from diffspace.training import distributed
 from diffspace.training.ema import EMA
 from diffspace.training.levels import Level, LevelPlan
@@ -224,7 +227,6 @@ class Trainer:
         if world.size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(loss, device_ids=ids)
-        self.generator = torch.Generator(self.device)
         self.step, self.nonfinite, self.resumed_from = 0, 0, None
         self.bad_input: str | None = None
         if state is not None:
@@ -282,6 +284,13 @@ class Trainer:
                 f"checkpoint is {newest or 'none'}; free disk space and run the same command to resume"
             ) from None
 
+    def _generator(self, level: Level, rows: range) -> PerSampleGenerator:
+        """The loss randomness of rows `rows` of this step's global batch at `level`: one stream per sample, seeded
+        by (seed, level, step, row), so a step computes the same per-sample losses however the batch is split over
+        ranks and micro-batches."""
+        seed = mix_seed(self.cfg.train.seed, level.resolution)
+        return PerSampleGenerator.for_batch_rows(seed, self.step, rows, level.batch_size, self.device)
+
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on the next global batch of each level it trains (one level unless
         multilevel.mode = joint, whose loss sums the levels' mean losses): (local mean loss,
@@ -292,11 +301,11 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for a in range(t.grad_accum):
             chunk = world.rank * t.grad_accum + a
-            self.generator.manual_seed(mix_seed(t.seed, self.step, chunk))
             last = a == t.grad_accum - 1
             with nullcontext() if world.size == 1 or last else self.forward.no_sync():
-                loss = sum(self.forward(level.images[batch[chunk * micro:(chunk + 1) * micro]], self.generator,
-                                        level.process).mean() for level, batch, micro in batches)
+                loss = sum(self.forward(level.images[batch[rows]], self._generator(level, rows), level.process).mean()
+                           for level, batch, micro in batches
+                           for rows in (range(chunk * micro, (chunk + 1) * micro),))
                 (loss / t.grad_accum).backward()
             total += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else math.inf)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from diffspace.families.blackout.config import BLACKOUT_WEIGHTINGS, SAMPLER_NAMES, BlackoutConfig
 from diffspace.families.blackout.jumps import binomial_pmf
-from diffspace.noise import Generator, binomial, uniform_noise
+from diffspace.noise import Generator, binomial, strata
 from diffspace.process import Capabilities, DataFacts, Marginal
 
 Net = Callable[..., Tensor]
@@ -197,9 +197,8 @@ class BlackoutDiffusion(nn.Module):
 
     def sample_steps(self, batch: int, generator: Generator, device: torch.device | str) -> Tensor:
         """Stratified step indices k_b = 1 + ⌊T·((u + b/B) mod 1)⌋ with one u ~ U[0, 1): a low-variance cover of 1…T."""
-        u = uniform_noise((1,), generator, device, torch.float64)
-        strata = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
-        return (1 + torch.floor(strata * self.num_steps).long()).clamp(max=self.num_steps)
+        cover = strata(batch, generator, device, torch.float64)
+        return (1 + torch.floor(cover * self.num_steps).long()).clamp(max=self.num_steps)
 
     # ----- network -----------------------------------------------------------------------
     def _raw(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> Tensor:
