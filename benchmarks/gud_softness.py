@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from diffspace.build import load_run
 from diffspace.config import load_preset
-from diffspace.evaluate import EvalOptions, evaluate_built
+from diffspace.evaluate import EvalOptions, evaluate_model
+from diffspace.model import load
 from diffspace.training import train
 
 HIERARCHIES = (0.4, 0.7, 1.0, 1.3, 1.6)
@@ -102,15 +102,14 @@ def main() -> None:
         began = time.perf_counter()
         result = train(cfg, run_dir, data_dir=args.data_dir, quiet=True)
         timings[f"train_{prior}_s"] = time.perf_counter() - began
-        cfg, built, step = load_run(run_dir, data_dir=args.data_dir)
+        trained = load(run_dir, device="cpu")
         for hierarchy in HIERARCHIES:
             options = EvalOptions(num=args.num, steps=args.sample_steps, sampler="euler_maruyama",
                                   bpd_num=args.bpd_num, bpd_repeats=args.bpd_repeats, softness=1 / hierarchy,
                                   data_dir=args.data_dir,
                                   device=args.device)
             began = time.perf_counter()
-            report = evaluate_built(cfg, built, step, metrics, run_dir / f"eval-a{hierarchy}.json", options,
-                                    str(run_dir))
+            report = evaluate_model(trained, metrics, run_dir / f"eval-a{hierarchy}.json", options, str(run_dir))
             timings[f"eval_{prior}_a{hierarchy}_s"] = time.perf_counter() - began
             rows.append(row(prior, hierarchy, report.as_dict()["entries"]))
             print(table(rows[-1:], args.fid).splitlines()[-1], flush=True)
