@@ -12,6 +12,7 @@ import torch
 
 from conftest import gen
 from diffspace.metrics.fid import (
+    fid_bootstrap_se,
     INCEPTION_DIM, FeatureStats, InceptionFeatures, InceptionMissing, fid_from_stats, frechet_distance,
     kernel_distance, mmd2_unbiased, polynomial_kernel,
 )
@@ -55,6 +56,23 @@ def test_fid_of_a_shifted_set_is_the_squared_shift() -> None:
     assert value > 0
     trace = float(torch.trace(FeatureStats.of(x).cov))
     assert value == pytest.approx(float(delta.pow(2).sum()), abs=32**2 * EPS * trace)
+
+
+def test_bootstrap_standard_error_matches_the_spread_of_fid_over_independent_sets() -> None:
+    """The bootstrap SE of one set of n = 300 features is the standard deviation of FID over independent sets of n
+    from the same law (30 sets: their std is known to ±13%, the bootstrap's own spread is about as large, so the
+    ratio is asserted within [0.6, 1.6])."""
+    d, n = 6, 300
+    reference = FeatureStats.of(torch.randn(20000, d, generator=gen(0), dtype=torch.float64))
+    shift = torch.linspace(0.0, 0.5, d, dtype=torch.float64)
+    values = [fid_from_stats(FeatureStats.of(torch.randn(n, d, generator=gen(i + 1), dtype=torch.float64) + shift),
+                             reference) for i in range(30)]
+    spread = float(torch.tensor(values).std())
+    one = torch.randn(n, d, generator=gen(100), dtype=torch.float64) + shift
+    se = fid_bootstrap_se(one, reference, 100, gen(7))
+    assert 0.6 < se / spread < 1.6, (se, spread)
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        fid_bootstrap_se(one, reference, 1)
 
 
 def test_frechet_rejects_mismatched_statistics() -> None:

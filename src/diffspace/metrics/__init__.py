@@ -10,7 +10,7 @@ from diffspace.metrics.classifier import DomainClassifier, load_classifier
 from diffspace.metrics.distances import riesz_mmd, sliced_wasserstein
 from diffspace.metrics.domain import ClassBalance, PrecisionRecall, class_balance, precision_recall
 from diffspace.metrics.fid import (
-    FeatureStats, InceptionFeatures, InceptionMissing, KIDResult, fid_from_stats, frechet_distance, kernel_distance,
+    FeatureStats, InceptionFeatures, InceptionMissing, KIDResult, fid_bootstrap_se, fid_from_stats, frechet_distance, kernel_distance,
     mmd2_unbiased,
 )
 from diffspace.metrics.function_space import FunctionMetrics, function_metrics
@@ -21,7 +21,7 @@ from diffspace.metrics.reference import ClassifierFeatures, reference_stats
 
 __all__ = [
     "BpdResult", "ClassBalance", "ClassifierFeatures", "DomainClassifier", "FeatureStats", "InceptionFeatures",
-    "InceptionMissing", "KIDResult", "PrecisionRecall", "class_balance", "elbo_bpd", "fid_from_stats",
+    "InceptionMissing", "KIDResult", "PrecisionRecall", "class_balance", "elbo_bpd", "fid_bootstrap_se", "fid_from_stats",
     "frechet_distance", "kernel_distance", "load_classifier", "mmd2_unbiased", "ode_bpd", "precision_recall",
     "reference_stats",
     "FunctionMetrics", "SpectrumComparison", "band_powers", "compare_spectra", "function_metrics", "mode_power",

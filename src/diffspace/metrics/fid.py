@@ -150,6 +150,20 @@ def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:
     return frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
+def fid_bootstrap_se(features: Tensor, reference: FeatureStats, repeats: int = 50,
+                     generator: torch.Generator | None = None) -> float:
+    """Standard error of the Fréchet distance of `features` (N, d) to fixed reference statistics: the standard
+    deviation of the distance over `repeats` bootstrap resamples of the N features (drawn with replacement)."""
+    if repeats < 2:
+        raise ValueError(f"a bootstrap needs at least 2 resamples; got {repeats}")
+    x = features.to(torch.float64)
+    values = []
+    for _ in range(repeats):
+        rows = torch.randint(0, len(x), (len(x),), generator=generator)
+        values.append(fid_from_stats(FeatureStats.of(x[rows]), reference))
+    return float(torch.tensor(values).std())
+
+
 def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
     """k(a, b) = (aᵀb/d + 1)³ for all pairs: (n, d), (m, d) → (n, m)."""
     return (x @ y.T / x.shape[1] + 1.0) ** 3
