@@ -5,7 +5,8 @@ Each check builds the family's default config for 17-level 1×4×4 data (the dig
 convolutional network with the channels the process asks for, and exercises the contract: shapes and
 dtypes, coordinates, the forward marginal, a finite differentiable loss and bound, prior samples, every
 fitting sampler (finite states; integer counts for discrete families; independent of the batch split),
-refusal of the samplers that do not fit, and config and state-dict round trips.
+refusal of the samplers that do not fit, every named time grid it declares, and config and state-dict round
+trips.
 """
 
 from __future__ import annotations
@@ -144,7 +145,19 @@ def check_round_trips(record: Family, tmp_path: Path) -> None:
     assert torch.equal(a, b), "a reloaded state dict gives another loss"
 
 
-CHECKS = (check_shapes, check_objectives, check_samplers, check_refusals)
+def check_grids(record: Family) -> None:
+    """Every named grid the process declares (and "uniform") runs from 1 down to t_end, strictly decreasing."""
+    from diffspace.sampling import GRIDS, make_grid
+
+    process, _ = build(record)
+    assert set(process.capabilities.grids) <= set(GRIDS) - {"uniform"}, "capabilities.grids names an unknown grid"
+    for name in ("uniform", *process.capabilities.grids):
+        grid = make_grid(process, name, 5)
+        assert grid.shape == (6,) and float(grid[0]) == 1.0 and float(grid[-1]) == 0.0, f"grid {name}: bad ends"
+        assert bool((grid[1:] < grid[:-1]).all()), f"grid {name} is not strictly decreasing"
+
+
+CHECKS = (check_shapes, check_objectives, check_samplers, check_refusals, check_grids)
 
 
 def check_family(record: Family, tmp_path: Path) -> None:

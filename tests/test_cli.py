@@ -138,3 +138,30 @@ def test_version_help_and_presets_do_not_import_torch(argv: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout
     assert done.stderr.strip().splitlines()[-1] == "no torch"
+
+
+def test_sample_takes_every_sampler_with_its_grid_and_knobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--sampler NAME --steps N with --grid, --rho, --t-end and --option KEY=VALUE reach the sampler, the NFE is
+    reported, the run's own sample knobs apply to its own sampler, and a knob the sampler lacks is one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    assert _run(["train", "--quiet", *FAST, "sample.sampler=edm_heun", "sample.options.churn=5"], capsys)[0] == 0
+    run = "runs/quickstart"
+    for argv, expected in [
+        (["--sampler", "dpmpp_2m", "--steps", "3", "--grid", "edm", "--rho", "5", "--option", "eta=0.5"],
+         "dpmpp_2m, 3 steps, grid=edm, rho=5.0, eta=0.5: 4 network evaluations per batch"),
+        (["--sampler", "ddim", "--steps", "3", "--grid", "windows", "--t-end", "0.01"],
+         "ddim, 3 steps, grid=windows, t_end=0.01: 4 network evaluations"),
+        (["--sampler", "dpmpp_3m"], "dpmpp_3m, 2 steps: 3 network evaluations"),  # the run's sample.steps=2
+        ([], "edm_heun, 2 steps, churn=5: 5 network evaluations"),  # the run's own sampler and knob
+    ]:
+        code, out, err = _run(["sample", "--run", run, "--num", "2", *argv, "--out", "s.npz"], capsys)
+        assert code == 0 and expected in out, (out, err)
+    code, _, err = _run(["sample", "--run", run, "--num", "2", "--sampler", "ddim", "--option", "churn=1",
+                         "--out", "s.npz"], capsys)
+    assert code == 2 and "sampler 'ddim' has no option 'churn'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["sample", "--run", run, "--num", "2", "--option", "churn", "--out", "s.npz"], capsys)
+    assert code == 2 and "--option 'churn' is not of the form KEY=VALUE" in err
+    code, _, err = _run(["sample", "--run", run, "--num", "2", "--sampler", "ddim", "--rho", "2", "--grid", "logsnr",
+                         "--out", "s.npz"], capsys)
+    assert code == 2 and "grid 'logsnr' takes no rho" in err

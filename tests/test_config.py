@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -125,3 +126,42 @@ def test_keys_and_differences() -> None:
     a = RunConfig()
     b = dataclasses.replace(a, train=dataclasses.replace(a.train, steps=5), description="x")
     assert differences(a, b) == ["description", "train.steps"]
+
+
+def test_sampler_knobs_round_trip_through_yaml_and_the_command_line(tmp_path) -> None:
+    """sample.grid, sample.rho, sample.t_end and sample.options.<knob> parse from overrides (values typed as YAML
+    scalars), validate against the sampler's signature, and reload to an equal config."""
+    cfg = RunConfig().with_overrides(["sample.sampler=edm_heun", "sample.steps=30", "sample.grid=edm", "sample.rho=5",
+                                      "sample.t_end=0.001", "sample.options.churn=10", "sample.options.s_noise=1.003"])
+    assert cfg.sample.options == {"churn": 10, "s_noise": 1.003} and cfg.sample.rho == 5.0
+    assert cfg.sample.sampler_options() == {"grid": "edm", "rho": 5.0, "t_end": 0.001, "churn": 10, "s_noise": 1.003}
+    validate_names(cfg)
+    cfg.save(tmp_path / "config.yaml")
+    assert "churn: 10" in (tmp_path / "config.yaml").read_text()
+    assert RunConfig.load(tmp_path / "config.yaml") == cfg
+    assert RunConfig().sample.steps is None and RunConfig().sample.options == {}  # the sampler's own defaults
+    from diffspace.config import check_sampler_options
+
+    assert check_sampler_options("edm_heun", {"churn": "10", "s_tmax": "inf"}) == {"churn": 10.0, "s_tmax": math.inf}
+    # another sampler on the command line starts from its own defaults: the run's knobs belong to its sampler
+    assert cfg.sample.knobs_for("ddim", {"eta": "0.5"}) == {"eta": "0.5"}
+    assert cfg.sample.knobs_for("edm_heun", {"rho": 3.0})["rho"] == 3.0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["sample.grid=edn"], "sample.grid must be one of uniform, edm, logsnr, windows; got 'edn' (did you mean 'edm'?)"),
+    (["sample.rho=-1"], "sample.rho must be > 0.0; got -1.0"),
+    (["sample.t_end=1"], "sample.t_end must be < 1.0; got 1.0"),
+    (["sample.options.rho=3"], "sample.options.rho: set sample.rho instead"),
+    (["sample.options=eta"], "sample.options must be a mapping such as eta=0.5,churn=10"),
+    (["sample.sampler=ddim", "sample.options.churn=3"],
+     "sampler 'ddim' has no option 'churn'; its options: grid, rho, t_end, denoise, eta"),
+    (["sample.sampler=ddim", "sample.options.etaa=1"], "sampler 'ddim' has no option 'etaa' (did you mean 'eta'?)"),
+    (["sample.sampler=ddim", "sample.options.eta=fast"], "sample.eta must be a number; got 'fast'"),
+    (["sample.sampler=tau_leaping", "process.kind=blackout", "sample.rho=3"],
+     "sampler 'tau_leaping' has no option 'rho'; its options: grid"),
+])
+def test_bad_sampler_knobs_are_one_clear_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_names(RunConfig().with_overrides(overrides))
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -9,6 +9,7 @@ resolved against the data; `generate` draws samples from a model in batches with
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffspace.config import ConfigError, RunConfig, load_preset, validate_names
+from diffspace.config import ConfigError, RunConfig, check_sampler_options, load_preset, validate_names
 from diffspace.data import ImageDataset, load_dataset
 from diffspace.nets import build_net
 from diffspace.noise import PerSampleGenerator
 from diffspace.process import DataFacts, Process, build_process, get_sampler, resolve_config
+from diffspace.sampling import default_steps
 
 #: At most this many training images (the first ones) fit a process's data-driven parts
 #: (fitted priors, PCA bases).
@@ -76,17 +78,21 @@ def generate(
     shape: tuple[int, int, int],
     num: int,
     sampler: str,
-    steps: int,
+    steps: int | None,
     seed: int,
     batch_size: int,
     device: torch.device,
     cond: dict[str, Any] | None = None,
     progress: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Tensor, int]:
     """`num` samples of per-image shape `shape` (C, H, W) in model space, drawn in batches of at most `batch_size`;
     sample i's noise comes from its own generator seeded (seed, i), so it does not depend on the batch size.
-    Returns (samples on CPU, NFE per batch). `cond` (e.g. {"softness": 0.7}) is passed to the sampler."""
+    Returns (samples on CPU, NFE per batch). `cond` (e.g. {"softness": 0.7}) is passed to the sampler, and so are
+    its knobs `options` (grid, rho, t_end, eta, …; checked against its signature: `check_sampler_options`);
+    steps None takes the sampler's default."""
     fn = get_sampler(sampler)
+    knobs = check_sampler_options(sampler, options or {})
     chunks, nfe = [], 0
     was_training = model.training
     model.eval()
@@ -95,13 +101,19 @@ def generate(
             size = min(batch_size, num - start)
             generator = PerSampleGenerator.for_indices(seed, range(start, start + size), device)
             try:
-                result = fn(model.process, model.net, (size, *shape), steps, generator, cond=cond, progress=progress)
+                result = fn(model.process, model.net, (size, *shape), steps, generator, cond=cond, progress=progress,
+                            **knobs)
             except ValueError as err:  # bad steps or options for this sampler: a usage error, not a crash
                 raise ConfigError(f"sampler {sampler!r}: {err}") from None
             chunks.append(result.samples.float().cpu())
             nfe = result.nfe
     model.train(was_training)
     return torch.cat(chunks), nfe
+
+
+def steps_of_run(model: Model, sampler: str, steps: int | None) -> int | None:
+    """The number of steps a sampler run takes: `steps`, else the sampler's default for the model's process."""
+    return steps if steps is not None else default_steps(get_sampler(sampler), model.process)
 
 
 def resolve_run(

@@ -44,8 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_source(sample)
     sample.add_argument("--num", type=int, required=True, help="number of samples")
     sample.add_argument("--out", required=True, help="output file: .png (grid) or .npz (raw model-space samples)")
-    sample.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
+    sample.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps, else the "
+                        "sampler's own)")
     sample.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    _add_sampler_knobs(sample)
     sample.add_argument("--seed", type=int, help="seed of the sampling noise (default: the run's sample.seed); "
                         "sample i has its own noise stream, so it does not depend on --batch-size")
     sample.add_argument("--batch-size", type=int, help="samples per sampler call (default: the run's "
@@ -80,6 +82,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The named time grids (diffspace.sampling.GRIDS), written out so that `diffspace --help` needs no torch import.
+GRID_CHOICES = ("uniform", "edm", "logsnr", "windows")
+
+
+def _add_sampler_knobs(parser: argparse.ArgumentParser) -> None:
+    """--grid, --rho, --t-end and --option KEY=VALUE: the sampler's knobs, on top of the run's own for its sampler."""
+    parser.add_argument("--grid", choices=GRID_CHOICES, help="time grid (default: the sampler's own): uniform in t "
+                        "(warped by --rho), edm (EDM's ρ spacing of the noise level), logsnr (uniform in log-SNR), "
+                        "windows (follows each component's active window)")
+    parser.add_argument("--rho", type=float, help="ρ of the grid (default: the sampler's, else the grid's: 1 uniform, "
+                        "7 edm and windows)")
+    parser.add_argument("--t-end", type=float, help="time the grid ends at (default 0; t_min for multivariate "
+                        "exponential integrators)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a sampler knob, e.g. eta=0.5 (ddim, dpmpp_*), churn=10 (edm_heun), snr=0.1 (pc), "
+                        "order=3 (exp_ode), rounding=nearest (binomial_bridge); repeat for several")
+
+
+def _sampler_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The knobs given on the command line (unset ones left out); ConfigError for a malformed --option."""
+    from diffspace.config import ConfigError
+
+    knobs: dict[str, Any] = {key: getattr(args, key) for key in ("grid", "rho", "t_end")
+                             if getattr(args, key) is not None}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option '{item}' is not of the form KEY=VALUE (e.g. --option eta=0.5)")
+        if key.strip() in ("grid", "rho", "t_end", "t-end", "steps", "sampler"):
+            raise ConfigError(f"--option {key.strip()}: use --{key.strip().replace('_', '-')} instead")
+        knobs[key.strip()] = value.strip()
+    return knobs
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     """--model MODEL_DIR or --run RUN_DIR, exactly one."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -98,8 +134,10 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--metrics", required=True, help="comma-separated metrics, e.g. fid,kid,bpd")
     evaluate.add_argument("--out", required=True, help="report file (.json); the grid goes beside it (.png)")
     evaluate.add_argument("--num", type=int, default=1000, help="samples for sample-based metrics (default 1000)")
-    evaluate.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
+    evaluate.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps, else the "
+                          "sampler's own)")
     evaluate.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    _add_sampler_knobs(evaluate)
     evaluate.add_argument("--seed", type=int, default=0, help="seed of sampling and estimators (default 0)")
     evaluate.add_argument("--batch-size", type=int, help="sampler batch (default: the run's sample.batch_size)")
     evaluate.add_argument("--bpd-num", type=int, default=1000, help="test images for bpd / ode_bpd (default 1000)")
@@ -157,10 +195,11 @@ def _sample(args: argparse.Namespace) -> int:
     report = sample_model(args.model or args.run, args.out, args.num, args.steps, args.sampler, args.seed,
                           not args.no_ema, args.data_dir, args.resolution, args.extend_right,
                           progress=not args.quiet and sys.stderr.isatty(),
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, options=_sampler_knobs(args))
     weights = "EMA" if report.ema else "raw"
     extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
-    print(f"{report.sampler}, {report.steps} steps: {report.nfe} network evaluations per batch "
+    knobs = "".join(f", {key}={value}" for key, value in report.options.items())
+    print(f"{report.sampler}, {report.steps} steps{knobs}: {report.nfe} network evaluations per batch "
           f"({weights} weights, step {report.step}{extended})")
     print(f"wrote {report.num} samples to {report.path} ({report.size[0]}×{report.size[1]})")
     return 0
@@ -175,7 +214,7 @@ def _eval(args: argparse.Namespace) -> int:
                           divergence=args.divergence, reference_num=args.reference_num,
                           inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
                           softness=args.softness, images=args.images, ema=not args.no_ema, data_dir=args.data_dir,
-                          device=args.device)
+                          device=args.device, sampler_options=_sampler_knobs(args))
     report = evaluate_path(args.model or args.run, parse_metrics(args.metrics), args.out, options)
     for e in report.entries:
         error = f" ± {e.stderr:.4g}" if e.stderr is not None else ""

@@ -31,6 +31,7 @@ from diffspace.data import DataConfig
 from diffspace.multilevel import MultilevelConfig
 from diffspace.nets import NetConfig
 from diffspace.process import ProcessConfig, default_config, families, family
+from diffspace.sampling import GRID_NAMES
 from diffspace.validation import ConfigError, check, closest, unknown
 
 #: The layout `RunConfig.save` writes (see the module docstring).
@@ -81,17 +82,56 @@ class TrainConfig:
     tensorboard: bool = False
 
 
+#: Scalar values a sampler option may take.
+OptionValue = Union[bool, int, float, str]
+#: The sampler knobs that are fields of SampleConfig itself, not entries of `options`.
+GRID_KNOBS = ("grid", "rho", "t_end")
+
+
 @dataclass
 class SampleConfig:
-    """How to sample: the sampler (a name in `diffspace.samplers.SAMPLERS`), its number of
-    steps, how many images a grid shows (0: no grids), the seed of the grid's noise (the same
-    noise at every interval, so grids are comparable), and the batch size of one sampler call."""
+    """How to sample: the sampler (a name in `diffspace.process.samplers()`) and its knobs, how many images a grid
+    shows (0: no grids), the seed of the grid's noise (the same noise at every interval, so grids are
+    comparable), and the batch size of one sampler call.
+
+    steps    — number of steps; unset (null) = the sampler's own default (`diffspace.sampling.Defaults`).
+    grid     — the time grid by name (`diffspace.sampling.GRIDS`: uniform, edm, logsnr, windows); unset = the
+               sampler's own. rho — its ρ (unset: the sampler's ρ for its own grid, else the grid's default);
+               t_end — where it ends (unset: 0, or the process's t_min).
+    options  — the sampler's other knobs by name, e.g. {eta: 0.5} (ddim), {churn: 10} (edm_heun), {snr: 0.1}
+               (pc), {rounding: nearest} (binomial_bridge), {order: 3} (exp_ode); checked against the sampler's
+               signature (`check_sampler_options`).
+    grid, rho, t_end and options belong to `sampler`: another sampler asked for on the command line starts from
+    its own defaults. `steps` applies to whichever sampler runs.
+    """
 
     sampler: str = "euler_maruyama"
-    steps: int = field(default=100, metadata={"min": 1})
+    steps: int | None = field(default=None, metadata={"min": 1})
+    grid: str | None = field(default=None, metadata={"choices": GRID_NAMES})
+    rho: float | None = field(default=None, metadata={"gt": 0.0})
+    t_end: float | None = field(default=None, metadata={"min": 0.0, "lt": 1.0})
+    options: dict[str, OptionValue] = field(default_factory=dict)
     num: int = field(default=64, metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
     batch_size: int = field(default=256, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        """grid, rho and t_end are fields, not options."""
+        self.options = dict(self.options)
+        for key in self.options:
+            if key in GRID_KNOBS or key in ("steps", "sampler"):
+                raise ValueError(f"sample.options.{key}: set sample.{key} instead")
+
+    def sampler_options(self) -> dict[str, OptionValue]:
+        """The knobs to pass to the sampler: grid, rho and t_end where set, and `options`."""
+        knobs = {key: getattr(self, key) for key in GRID_KNOBS if getattr(self, key) is not None}
+        return {**knobs, **self.options}
+
+    def knobs_for(self, sampler: str, overrides: typing.Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The knobs of a run with `sampler`: this config's (`sampler_options`) when it is this config's sampler,
+        then `overrides` (the command line's) on top."""
+        base = self.sampler_options() if sampler == self.sampler else {}
+        return {**base, **(overrides or {})}
 
 
 @dataclass
@@ -176,6 +216,20 @@ def keys(cls: type | None = None, kind: str | None = None) -> list[str]:
     return out
 
 
+def mapping_keys(cls: type | None = None, kind: str | None = None) -> list[str]:
+    """The dotted keys of the mapping fields (such as sample.options), under which any sub-key may be set."""
+    cls = RunConfig if cls is None else cls
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind_cls = _variant(hints[f.name], kind)
+        if dataclasses.is_dataclass(kind_cls):
+            out += [f"{f.name}.{k}" for k in mapping_keys(kind_cls, kind)]
+        elif typing.get_origin(kind_cls) is dict:
+            out.append(f.name)
+    return out
+
+
 def _variant(hint: Any, kind: str | None) -> Any:
     """The dataclass that parses a field of type `hint`: the family's config for the process union."""
     if hint is ProcessConfig:
@@ -198,13 +252,16 @@ def _set_dotted(raw: dict[str, Any], key: str, value: str) -> None:
     """Set raw[a][b] = value for key "a.b", rejecting keys the schema (with raw's process kind) does not have."""
     kind = raw.get("process", {}).get("kind")
     valid = keys(kind=kind)
-    if key not in valid:
+    parent = key.rsplit(".", 1)[0]
+    if key not in valid and not (parent != key and parent in mapping_keys(kind=kind)):
         foreign = _foreign_knob(key, kind) if key.startswith("process.") else None
         raise foreign or unknown("config key", key, valid)
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
+        if node is None or not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is not a mapping")
     node[leaf] = value
 
 
@@ -248,10 +305,13 @@ _FALSE = {"false", "no", "off", "0"}
 def coerce(value: Any, kind: Any, key: str) -> Any:
     """`value` (a YAML scalar/list or a command-line string) converted to the type `kind`.
 
-    Handles bool, int, float, str, `X | None` ("none"/"null" → None) and `tuple[T, ...]`
-    (a list or a comma-separated string "1,2,2").
+    Handles bool, int, float, str, `X | None` ("none"/"null" → None), `tuple[T, ...]` (a list or a
+    comma-separated string "1,2,2") and `dict[str, scalar]` (a mapping, or "key=value,key=value"; a string value
+    is read as a YAML scalar, so "0.5" is a number and "nearest" a string).
     """
     origin = typing.get_origin(kind)
+    if origin is dict:
+        return _coerce_mapping(value, key)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
@@ -296,6 +356,68 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {kind!r}")
 
 
+def _scalar(text: str) -> Any:
+    """A command-line string read as a YAML scalar ("0.5" → 0.5, "true" → True), or kept as it is."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, int, float, str)) else text
+
+
+def _coerce_mapping(value: Any, key: str) -> dict[str, Any]:
+    """A mapping of names to scalars (bool, int, float, str) from YAML or from "a=1,b=x"."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"{key} must be a mapping such as eta=0.5,churn=10; got {value!r}")
+        value = {name.strip(): text.strip() for name, _, text in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping of names to values; got {value!r}")
+    out = {}
+    for name, item in value.items():
+        item = _scalar(item) if isinstance(item, str) else item
+        if not isinstance(name, str) or not isinstance(item, (bool, int, float, str)):
+            raise ConfigError(f"{key}.{name} must be a number, a string or true/false; got {item!r}")
+        out[name] = item
+    return out
+
+
+def check_sampler_options(sampler: str, options: typing.Mapping[str, Any], where: str = "sample") -> dict[str, Any]:
+    """The options of sampler `sampler` converted to the types of its signature; ConfigError in one line for an
+    option it does not have (naming the closest and those it has) or a value of the wrong type."""
+    from diffspace.process import get_sampler
+    from diffspace.sampling import GRIDS, sampler_options
+
+    fn = get_sampler(sampler)
+    known = sampler_options(fn)
+    hints = typing.get_type_hints(fn)
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in known:
+            guess = closest(name, known)
+            hint = f" (did you mean '{guess}'?)" if guess else ""
+            listed = ", ".join(known) if known else "none"
+            raise ConfigError(f"sampler '{sampler}' has no option '{name}'{hint}; its options: {listed}")
+        if name == "grid":
+            if not isinstance(value, str) or value not in GRIDS:
+                raise ConfigError(f"{where}.grid must be one of {', '.join(GRIDS)}; got {value!r}")
+            out[name] = value
+            continue
+        out[name] = coerce(value, _option_type(hints.get(name, str)), f"{where}.{name}")
+    return out
+
+
+def _option_type(hint: Any) -> Any:
+    """The scalar type a sampler option's annotation takes (the first of bool, int, float, str in a union)."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        scalars = [a for a in typing.get_args(hint) if a in (bool, int, float, str)]
+        return scalars[0] if scalars else str
+    return hint if hint in (bool, int, float, str) else str
+
+
 def _preset_files() -> dict[str, Any]:
     """Preset name → its packaged YAML resource."""
     folder = resources.files("diffspace") / "presets"
@@ -338,6 +460,7 @@ def validate_names(cfg: RunConfig) -> None:
     if cfg.sample.sampler not in samplers():
         raise unknown("sampler (sample.sampler)", cfg.sample.sampler, samplers())
     check_sampler(cfg.process.kind, cfg.sample.sampler)
+    check_sampler_options(cfg.sample.sampler, cfg.sample.sampler_options())
 
 
 def migrate(raw: Any) -> Any:

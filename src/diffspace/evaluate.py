@@ -3,7 +3,8 @@
 Metrics (`METRICS`):
   fid, kid            — Inception-v3 features of `num` samples against the training split
                         (`diffspace.metrics.fid`; needs `pip install "diffspace[fid]"`).
-  domain_fid          — Fréchet distance on the domain classifier's features (greyscale MNIST-like data).
+  domain_fid          — Fréchet distance on the domain classifier's features (greyscale MNIST-like data), with a
+                        bootstrap standard error over the samples.
   precision_recall    — improved precision and recall (k = 3) on the classifier's features.
   class_balance       — TV distance between the classes predicted for samples and for training images.
   function            — power-spectrum error per octave, sliced Wasserstein, Riesz MMD against
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffspace.build import generate
+from diffspace.build import generate, steps_of_run
 from diffspace.checkpoint import atomic_write
 from diffspace.config import ConfigError, RunConfig
 from diffspace.data import DataConfig, DataError, load_dataset
@@ -38,7 +39,7 @@ from diffspace.images import save_grid, to_uint8
 from diffspace.metrics.bpd import BpdResult, elbo_bpd, ode_bpd
 from diffspace.metrics.classifier import CLASSIFIER_DATASETS
 from diffspace.metrics.domain import class_balance, label_frequencies, precision_recall
-from diffspace.metrics.fid import FeatureStats, InceptionFeatures, fid_from_stats, kernel_distance
+from diffspace.metrics.fid import FeatureStats, InceptionFeatures, fid_bootstrap_se, fid_from_stats, kernel_distance
 from diffspace.metrics.function_space import function_metrics
 from diffspace.metrics.reference import ClassifierFeatures, reference_stats
 from diffspace.model import TrainedModel, is_model_folder, load, record_metrics
@@ -48,6 +49,8 @@ SAMPLE_METRICS = ("fid", "kid", "domain_fid", "precision_recall", "class_balance
 DATA_METRICS = ("bpd", "ode_bpd")
 METRICS = SAMPLE_METRICS + DATA_METRICS
 GRID_IMAGES = 64
+#: Bootstrap resamples of the standard error of domain FID.
+FID_BOOTSTRAP = 50
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -66,7 +69,8 @@ class EvalOptions:
     """How to evaluate: sample count and sampler (defaults: the run's sample config), bits/dim
     images and draws, reference-set size (None: the whole training split), weight overrides,
     an evaluation softness (softness-conditioned GUD models), an .npz of images to score in place of
-    the test split, EMA or raw weights, data folder, device."""
+    the test split, EMA or raw weights, data folder, device, and sampler knobs (grid, rho, t_end, eta, …) on top
+    of the run's own for its sampler."""
 
     num: int = 1000
     steps: int | None = None
@@ -84,6 +88,7 @@ class EvalOptions:
     ema: bool = True
     data_dir: str | None = None
     device: str = "auto"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,7 +150,9 @@ class _Context:
         self.trained, self.options, self.device = trained.to(device), options, device
         self.cfg, self.model, self.facts, self.step = trained.config, trained.model, trained.facts, trained.card.step
         self.sampler = options.sampler or self.cfg.sample.sampler
-        self.steps = options.steps if options.steps is not None else self.cfg.sample.steps
+        steps = options.steps if options.steps is not None else self.cfg.sample.steps
+        self.steps = steps_of_run(self.model, self.sampler, steps)
+        self.knobs = self.cfg.sample.knobs_for(self.sampler, options.sampler_options)
         self.cond = {} if options.softness is None else {"softness": options.softness}
         self.samples: Tensor | None = None
         self.nfe: int | None = None
@@ -154,6 +161,7 @@ class _Context:
 
     def entry(self, metric: str, value: float, stderr: float | None, num: int, **details: Any) -> MetricEntry:
         """A sample-based entry (NFE, sampler and steps of the samples)."""
+        details = {"sampler_options": dict(self.knobs), **details} if self.knobs else details
         return MetricEntry(metric, value, stderr, num, self.nfe, self.sampler, self.steps, self.step,
                            _device_name(self.device), details)
 
@@ -162,7 +170,8 @@ class _Context:
         if self.samples is None:
             batch = self.options.batch_size or self.cfg.sample.batch_size
             self.samples, self.nfe = generate(self.model, self.facts.shape, self.options.num, self.sampler,
-                                              self.steps, self.options.seed, batch, self.device, cond=self.cond)
+                                              self.steps, self.options.seed, batch, self.device, cond=self.cond,
+                                              options=self.knobs)
         return self.samples
 
     def pictures(self) -> Tensor:
@@ -220,8 +229,10 @@ def _kid(ctx: _Context) -> list[MetricEntry]:
 def _domain_fid(ctx: _Context) -> list[MetricEntry]:
     features, _, reference, extractor = ctx.classifier()
     value = fid_from_stats(FeatureStats.of(features, keep=0), reference)
-    return [ctx.entry("domain_fid", value, None, len(features), num_reference=reference.num,
-                      features=f"{extractor.key} (128)", classifier_test_accuracy=extractor.info.test_accuracy)]
+    stderr = fid_bootstrap_se(features, reference, FID_BOOTSTRAP, torch.Generator().manual_seed(ctx.options.seed))
+    return [ctx.entry("domain_fid", value, stderr, len(features), num_reference=reference.num,
+                      features=f"{extractor.key} (128)", classifier_test_accuracy=extractor.info.test_accuracy,
+                      stderr_method=f"bootstrap over the samples ({FID_BOOTSTRAP} resamples, reference fixed)")]
 
 
 def _precision_recall(ctx: _Context) -> list[MetricEntry]:

@@ -58,12 +58,15 @@ class Capabilities:
     resolution_free — nothing is fitted to data at one resolution: the config builds the process at
                       any (C, N, N) (multilevel training, sampling at unseen resolutions).
     samplers        — the names of the samplers that fit (the family's, first = default).
+    grids           — the named time grids beyond "uniform" that the process builds itself (`time_grid`), from
+                      `diffspace.sampling.GRIDS`: they follow its own noise levels.
     """
 
     discrete: bool
     ode_likelihood: bool
     resolution_free: bool
     samplers: tuple[str, ...]
+    grids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -140,6 +143,9 @@ class ContinuousProcess(Process, Protocol):
 
     def likelihood_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(state, log |det ∂state/∂x| per sample) of model-space data; only for capabilities.ode_likelihood."""
+
+    # Optional, for the names in capabilities.grids:
+    #   time_grid(name, steps, rho, t_end, cond) -> Tensor   the times 1 = t_0 > … > t_N = t_end of grid `name`
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from diffspace.build import Model, generate
+from diffspace.build import Model, generate, steps_of_run
 from diffspace.config import RunConfig
 from diffspace.images import save_grid
 from diffspace.model import load
@@ -25,11 +27,12 @@ class SampleReport:
     path: Path
     num: int
     sampler: str
-    steps: int
+    steps: int | None
     nfe: int
     step: int
     ema: bool
     size: tuple[int, int]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def at_resolution(cfg: RunConfig, model: Model, facts: DataFacts) -> Model:
@@ -70,13 +73,15 @@ def sample_model(
     extend_right: int | None = None,
     progress: bool = False,
     batch_size: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> SampleReport:
     """Draw `num` samples from a model folder or run directory (EMA weights unless ema=False) and write them to
     `out`: a .png grid, or a .npz with `samples` (N, C, H, W) float32 in model space, `levels` (0 for continuous
     data) and the training `step`. Unset options take the run's sample config. `resolution` N samples N×N
     images, at a resolution the model may never have seen (see `at_resolution`); `extend_right` K extends each
     sample by K columns (models that generate columns left to right). Sample i depends on the seed and i alone,
-    not on `batch_size` (samples per sampler call). The data set is never read (`data_dir` serves run
+    not on `batch_size` (samples per sampler call). `options` are sampler knobs (grid, rho, t_end, eta, …) on top
+    of the run's own for its sampler (`SampleConfig.knobs_for`). The data set is never read (`data_dir` serves run
     checkpoints written before they recorded their data facts)."""
     out = check_output(out, (".png", ".npz"))
     for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right),
@@ -88,6 +93,7 @@ def sample_model(
     s = cfg.sample
     sampler, steps = sampler or s.sampler, s.steps if steps is None else steps
     check_sampler(cfg.process.kind, sampler)
+    knobs = s.knobs_for(sampler, options)
     seed = s.seed if seed is None else seed
     if resolution is not None and (resolution, resolution) != facts.shape[1:]:
         facts = DataFacts((facts.shape[0], resolution, resolution), facts.levels)
@@ -97,8 +103,9 @@ def sample_model(
         extend = family(cfg.process.kind).extend_right
         if extend is None:
             raise ConfigError(f"--extend-right: process.kind={cfg.process.kind} has no image extension")
+    steps = steps_of_run(model, sampler, steps)
     samples, nfe = generate(model, facts.shape, num, sampler, steps, seed, batch_size or s.batch_size,
-                            trained.device, progress=progress)
+                            trained.device, progress=progress, options=knobs)
     if extend is not None:
         try:
             with torch.no_grad():
@@ -112,4 +119,4 @@ def sample_model(
         save_grid(samples, out, facts.levels)
     else:
         np.savez(out, samples=samples.numpy(), levels=np.int64(facts.levels or 0), step=np.int64(trained.card.step))
-    return SampleReport(out, num, sampler, steps, nfe, trained.card.step, ema, tuple(samples.shape[-2:]))
+    return SampleReport(out, num, sampler, steps, nfe, trained.card.step, ema, tuple(samples.shape[-2:]), knobs)

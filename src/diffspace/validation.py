@@ -66,7 +66,7 @@ def check(value: Any, rules: Mapping[str, Any], key: str) -> None:
 
 def _type_ok(value: Any, kind: Any) -> bool:
     """Whether `value` has the annotated type: bool, int (not bool), float (int allowed), str, X | None,
-    tuple[T, ...]; other annotations are not checked."""
+    tuple[T, ...], dict[str, scalar]; other annotations are not checked."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, option) for option in typing.get_args(kind))
@@ -75,6 +75,9 @@ def _type_ok(value: Any, kind: Any) -> bool:
     if origin is tuple:
         args = typing.get_args(kind)
         return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value) if args else isinstance(value, tuple)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (bool, int, float, str))
+                                               for k, v in value.items())
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:

@@ -1,8 +1,8 @@
 """Samplers for Blackout diffusion, with the shared sampler signature of `diffspace.sampling`.
 
 Generation starts from the empty image x = 0 at step k_0 = T (t = 1) and visits the strided steps
-k_i = ⌊T(N − i)/N⌋ down to k_N = 0 (any N ≤ T), or the steps k_i = round(t_i T) of an explicit
-grid. One step from t = t_k to s = t_j (j < k) adds births, never removes units: states stay
+k_i = ⌊T(N − i)/N⌋ down to k_N = 0 (any N ≤ T; the "uniform" grid, and N = T by default), or the steps
+k_i = round(t_i T) of an explicit grid. One step from t = t_k to s = t_j (j < k) adds births, never removes units: states stay
 integers in [0, max] and never decrease. Between the two times, a unit still missing at t is born
 by s with probability q = (p_j − p_k)/(1 − p_k), so given x_0 the births are Binomial(x_0 − x_t, q).
 The samplers differ in how they replace the unknown x_0 − x_t by the network's ŷ ≈ E[x_0 − x_t | x_t]:
@@ -31,6 +31,7 @@ from diffspace.families.blackout.process import BlackoutDiffusion
 from diffspace.noise import Generator, binomial, poisson, uniform_noise
 from diffspace.sampling import (
     Callback, CountingNet, SampleResult, Sampler, check_grid, expand_cond, report, require_fit, start_state, steps_of,
+    with_defaults,
 )
 
 Net = Callable[..., Tensor]
@@ -72,6 +73,12 @@ def _integrate(process: BlackoutDiffusion, name: str, net: Net, shape: tuple[int
     """x ← min(x + births(net, x, k, j, cond), max) over the steps, from x_init (default x = 0 at k = T)."""
     require_fit(process, name)
     counted = CountingNet(net)
+    if isinstance(grid, str):
+        if grid != "uniform":
+            raise ValueError(f"grid {grid!r}: a Blackout sampler visits the strided steps k_i = ⌊T(N − i)/N⌋ "
+                             "(grid 'uniform') or the times of an explicit grid tensor")
+        grid = None
+    steps = process.num_steps if steps is None and grid is None else steps
     ks = grid_steps(process.num_steps, grid, steps) if grid is not None else strided_steps(process.num_steps, steps)
     if x_init is None and ks[0] != process.num_steps:
         raise ValueError(f"a grid that starts at t = {ks[0] / process.num_steps:g} < 1 needs the counts there (x_init)")
@@ -98,6 +105,7 @@ def _round(x: Tensor, rounding: str, generator: Generator) -> Tensor:
     return stochastic_round(x, generator) if rounding == "stochastic" else torch.round(x)
 
 
+@with_defaults(steps=lambda process: process.num_steps)
 @torch.no_grad()
 def binomial_bridge(
     process: BlackoutDiffusion,
@@ -106,7 +114,7 @@ def binomial_bridge(
     steps: int | None = None,
     generator: Generator = None,
     *,
-    grid: Tensor | None = None,
+    grid: Tensor | str | None = None,
     x_init: Tensor | None = None,
     callback: Callback | None = None,
     cond: dict[str, Any] | None = None,
@@ -126,6 +134,7 @@ def binomial_bridge(
                       progress, births)
 
 
+@with_defaults(steps=lambda process: process.num_steps)
 @torch.no_grad()
 def tau_leaping(
     process: BlackoutDiffusion,
@@ -134,7 +143,7 @@ def tau_leaping(
     steps: int | None = None,
     generator: Generator = None,
     *,
-    grid: Tensor | None = None,
+    grid: Tensor | str | None = None,
     x_init: Tensor | None = None,
     callback: Callback | None = None,
     cond: dict[str, Any] | None = None,
@@ -150,6 +159,7 @@ def tau_leaping(
                       births)
 
 
+@with_defaults(steps=lambda process: process.num_steps)
 @torch.no_grad()
 def stochastic_rounding(
     process: BlackoutDiffusion,
@@ -158,7 +168,7 @@ def stochastic_rounding(
     steps: int | None = None,
     generator: Generator = None,
     *,
-    grid: Tensor | None = None,
+    grid: Tensor | str | None = None,
     x_init: Tensor | None = None,
     callback: Callback | None = None,
     cond: dict[str, Any] | None = None,
@@ -176,6 +186,7 @@ def stochastic_rounding(
                       progress, births)
 
 
+@with_defaults(steps=lambda process: process.num_steps)
 @torch.no_grad()
 def exact_bridge(
     process: BlackoutDiffusion,
@@ -184,7 +195,7 @@ def exact_bridge(
     steps: int | None = None,
     generator: Generator = None,
     *,
-    grid: Tensor | None = None,
+    grid: Tensor | str | None = None,
     x_init: Tensor | None = None,
     callback: Callback | None = None,
     cond: dict[str, Any] | None = None,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffspace.families.gaussian.config import NETWORK_INPUTS, NETWORK_OUTPUTS, WEIGHTINGS
+from diffspace.families.gaussian.grids import GAUSSIAN_GRIDS, time_grid
 from diffspace.families.gaussian.priors import Prior
 from diffspace.families.gaussian.samplers import SAMPLERS
 from diffspace.families.gaussian.schedules import Schedule, SoftConditioning, alpha_sigma
@@ -88,7 +89,7 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"levels must be 0 (no dequantization) or at least 2; got {levels}")
         self.levels = levels
         self.capabilities = Capabilities(discrete=False, ode_likelihood=True, resolution_free=not fitted_to_data,
-                                         samplers=tuple(SAMPLERS))
+                                         samplers=tuple(SAMPLERS), grids=GAUSSIAN_GRIDS)
 
     # ----- coordinates -------------------------------------------------------------------
     @property
@@ -187,6 +188,12 @@ class GaussianDiffusion(nn.Module):
     ) -> Tensor:
         """z_1 ~ N(0, I), the terminal law in state coordinates."""
         return gaussian_noise(tuple(shape), generator, device or self.device)
+
+    def time_grid(self, name: str, steps: int, rho: float | None, t_end: float,
+                  cond: dict[str, Any] | None = None) -> Tensor:
+        """The named grid "edm", "logsnr" or "windows" from t = 1 to t_end, in this process's noise levels
+        (`diffspace.families.gaussian.grids`)."""
+        return time_grid(self, name, steps, rho, t_end, cond)
 
     # ----- predictions -------------------------------------------------------------------
     def predict_eps(self, net: Net, z: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Tensor:
