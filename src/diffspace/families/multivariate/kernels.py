@@ -38,6 +38,10 @@ class LinearBeta:
         """B(t) = ∫₀ᵗ β(s) ds."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
+    def time_of(self, tau: Tensor) -> Tensor:
+        """t = B⁻¹(τ): the root t ≥ 0 of β₀t + ½(β₁ − β₀)t² = τ, written as 2τ/(β₀ + √(β₀² + 2(β₁ − β₀)τ))."""
+        return 2 * tau / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * (self.beta_max - self.beta_min) * tau))
+
 
 def drift_matrix(q: Tensor, d: Tensor, stationary_var: Tensor) -> Tensor:
     """A₀ = −(Q + D) Σ_∞⁻¹ for a diagonal stationary covariance Σ_∞ = diag(stationary_var)."""

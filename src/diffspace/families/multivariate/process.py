@@ -42,6 +42,7 @@ from diffspace.families.multivariate.samplers import SAMPLERS
 from diffspace.likelihood import dequantize, discrete_bpd
 from diffspace.noise import Generator, gaussian_noise, stratified_times
 from diffspace.process import Capabilities, Marginal, Prediction
+from diffspace.sampling import noise_grid
 from diffspace.spaces import Basis, PixelBasis, Shape
 
 Net = Callable[..., Tensor]
@@ -145,7 +146,7 @@ class MultivariateDiffusion(nn.Module):
         self.register_buffer("sigma0", torch.diag(torch.tensor([0.0] + [aux_init_var] * (k - 1), dtype=torch.float64)))
         self.capabilities = Capabilities(discrete=False, ode_likelihood=False,
                                          resolution_free=resolution_free and not self.learned,
-                                         samplers=tuple(SAMPLERS))
+                                         samplers=tuple(SAMPLERS), grids=("edm", "logsnr"))
         self._importance_table: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     @property
@@ -234,6 +235,19 @@ class MultivariateDiffusion(nn.Module):
         beta = self.schedule.beta(times)[:, None, None]
         return Kernel(drift=(beta * a0)[index], ggt=(2 * beta * d)[index], phi=phi[index], cov=cov[index],
                       chol=chol[index], linv=linv[index])
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """λ(t) = log φ_tᵀΣ_t⁻¹φ_t per time (T,), float64: the log-SNR of the data in u_t (the precision of the best
+        linear estimate of y₀ from u_t given y₀'s kernel), non-increasing in t; φ²/σ² for the VP diffusion."""
+        kernel = self.kernel(t)
+        return torch.log((kernel.linv @ kernel.phi[:, :, :1]).pow(2).sum((1, 2)))
+
+    def time_grid(self, name: str, steps: int, rho: float | None, t_end: float,
+                  cond: dict[str, Any] | None = None) -> Tensor:
+        """The grids "edm" and "logsnr" in this diffusion's noise coordinate γ = −λ (`log_snr`), from t = 1 to
+        t_end (`diffspace.sampling.noise_grid`); times below t_min read as t_min."""
+        with torch.no_grad():
+            return noise_grid(name, steps, rho, t_end, lambda t: -self.log_snr(t.to(self.device)).cpu())
 
     def _mean(self, y0: Tensor, kernel: Kernel) -> Tensor:
         """E[u_t | y₀] = φ_t y₀ per pixel (v₀ at its mean 0), shape (B, K·C, H, W)."""
