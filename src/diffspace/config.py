@@ -31,7 +31,7 @@ from diffspace.data import DataConfig
 from diffspace.multilevel import MultilevelConfig
 from diffspace.nets import NetConfig
 from diffspace.process import ProcessConfig, default_config, families, family
-from diffspace.validation import ConfigError, check, closest, unknown
+from diffspace.validation import ConfigError, check, unknown
 
 #: The layout `RunConfig.save` writes (see the module docstring).
 CONFIG_VERSION = 2

@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from diffspace.data.catalog import check_name
@@ -339,3 +341,19 @@ def check(name: str, data_dir: str | Path | None = None) -> list[str]:
     if not found:
         return [f"{directory}/{pattern}: missing"]
     return [f"{path}: {_size(path)}, present (no published checksum)" for path in found]
+
+
+#: PIL modes with more than 8 bits per channel (refused: the data sets are 8-bit).
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def read_image(path: Path, mode: str) -> np.ndarray:
+    """One 8-bit image converted to PIL mode "L" (H, W) or "RGB" (H, W, 3), uint8; DataError
+    naming the file if it is unreadable or has more than 8 bits per channel."""
+    try:
+        with Image.open(path) as image:
+            if image.mode in HIGH_DEPTH_MODES:
+                raise DataError(f"{path}: mode {image.mode} has more than 8 bits per channel; expected 8-bit images.")
+            return np.asarray(image.convert(mode), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path} is not a readable image ({exc}).") from exc
