@@ -1,11 +1,11 @@
 """Streaming benchmark: a folder of images larger than the memory it trains in, and exact resume after SIGKILL.
 
 Generates `--num` smooth random RGB PNGs of `--size`² pixels (20,000 of 64×64 by default; kept in `--folder`
-between runs), then trains the quickstart U-Net on them through the streaming path (`data.stream=true`,
-`--workers` DataLoader workers) and reports the peak resident memory of the trainer and of its workers next
-to the size the data would take in memory as the float32 tensor the in-memory path holds. Then it runs the
-same training killed with SIGKILL after a checkpoint and resumed, and checks that its losses equal the
-uninterrupted run's, step for step.
+between runs), then trains a small U-Net on them through the streaming path (`data.stream=true`, `--workers`
+DataLoader workers) and reports the peak resident memory of the trainer and of its workers next to the size
+the data take as the float32 tensor the in-memory path holds, and the in-memory run's own peak. Then it runs
+the streamed training killed with SIGKILL after a checkpoint and resumed, and checks that its losses equal
+the uninterrupted run's (and the in-memory run's), step for step.
 
     python benchmarks/streaming.py                       # CPU, about 10 minutes on 2 cores
 """
@@ -37,7 +37,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="image side length")
     parser.add_argument("--folder", default=str(Path(tempfile.gettempdir()) / "diffspace-streaming"))
     parser.add_argument("--steps", type=int, default=60, help="training steps of each run")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     return parser.parse_args()
 
@@ -100,12 +100,13 @@ def main() -> None:
     overrides = ["data.name=folder", f"data.folder={folder}", "data.grayscale=false", "data.stream=true",
                  f"data.workers={args.workers}", f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
                  "train.log_every=1", f"train.checkpoint_every={max(1, args.steps // 6)}", "train.device=cpu",
-                 "sample.num=0", "model.attn_resolutions=16"]
+                 "sample.num=0", "model.channels=8", "model.channel_mult=1,2,2", "model.attn_resolutions="]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         script = tmp / "train.py"
         script.write_text(SCRIPT)
         whole = run(script, tmp / "whole", overrides)
+        in_memory = run(script, tmp / "memory", [*overrides, "data.stream=false"])
         proc = subprocess.Popen([sys.executable, str(script), str(tmp / "killed"), json.dumps(overrides)],
                                 stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
         while True:
@@ -122,16 +123,18 @@ def main() -> None:
         "benchmark": "streaming", "device": device_name("cpu"), "images": args.num, "size": args.size,
         "channels": 3, "data_in_memory_bytes": data_bytes, "png_bytes_on_disk": disk_bytes,
         "folder_seconds": made, "steps": args.steps, "batch_size": args.batch_size, "workers": args.workers,
-        "whole": whole, "resumed": resumed, "killed_after_step": killed_at, "resume_exact": exact,
+        "whole": whole, "in_memory": in_memory, "in_memory_losses_equal": losses(tmp / "memory") == losses(tmp / "whole"),
+        "resumed": resumed, "killed_after_step": killed_at, "resume_exact": exact,
         "load_average": os.getloadavg(), "max_rss_of_this_script_bytes":
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     mib = 2**20
-    print(f"| data as a float32 tensor | PNGs on disk | trainer peak RSS | worker peak RSS | images/s | "
-          f"SIGKILL at step {killed_at}, resumed exactly |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| data as a float32 tensor | PNGs on disk | streamed: trainer peak RSS | worker peak RSS | images/s | "
+          f"in memory: peak RSS | SIGKILL at step {killed_at}, resumed exactly |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {data_bytes / mib:.0f} MiB | {disk_bytes / mib:.0f} MiB | {whole['peak_rss_bytes'] / mib:.0f} MiB | "
-          f"{whole['peak_worker_rss_bytes'] / mib:.0f} MiB | {whole['images_per_sec']:.0f} | {'yes' if exact else 'NO'} |")
+          f"{whole['peak_worker_rss_bytes'] / mib:.0f} MiB | {whole['images_per_sec']:.0f} | "
+          f"{in_memory['peak_rss_bytes'] / mib:.0f} MiB | {'yes' if exact else 'NO'} |")
     write_record("streaming", "cpu", record)
 
 
