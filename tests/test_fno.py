@@ -131,7 +131,7 @@ def test_config_fields_round_trip_and_are_validated() -> None:
     cfg = NetConfig(kind="fno", modes=14, width=32, layers=4, cond_keys=("a",))
     assert NetConfig(**yaml.safe_load(yaml.safe_dump(dataclasses.asdict(cfg)))) == cfg
     for field in ("modes", "width", "layers"):
-        with pytest.raises(ValueError, match=f"NetConfig.{field} must be a positive int"):
+        with pytest.raises(ValueError, match=f"model.{field} must be ≥ 1"):
             build_net(dataclasses.replace(cfg, **{field: 0}), 1, 1, (16, 16))
     with pytest.raises(ValueError, match=r"FNO expects x_t of shape \(B, 1, H, W\)"):
         build_net(cfg, 1, 1, (16, 16))(torch.randn(2, 3, 16, 16), 0.5)
