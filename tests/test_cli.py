@@ -129,7 +129,7 @@ def test_the_installed_command_runs_without_tracebacks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["presets"], ["train", "--help"], ["sample", "--help"],
-                                  ["eval", "--help"]])
+                                  ["eval", "--help"], ["plot", "--help"]])
 def test_version_help_and_presets_do_not_import_torch(argv: list[str]) -> None:
     """These answer at once (the issue measured 3.4–4 s, all of it `import torch`): the modules loaded by the
     command, not the wall time, are checked."""
