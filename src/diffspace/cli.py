@@ -87,6 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """The parser of every command by its name as typed after `diffspace` ("" for `diffspace` itself, "train",
+    "data fetch", …), in the order `diffspace --help` lists them: what the documentation includes as each
+    command's `--help`."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        found[name] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    walk(f"{name} {sub}".strip(), child)
+
+    walk("", _parser())
+    return found
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     """--model MODEL_DIR or --run RUN_DIR, exactly one."""
     source = parser.add_mutually_exclusive_group(required=True)

@@ -22,9 +22,9 @@ from typing import Any
 PLOT_HINT = 'pip install "diffspace[plot]"'
 #: The curves of `diffspace plot`: (metrics.csv column, axis label, logarithmic y when all values are > 0).
 METRIC_CURVES: tuple[tuple[str, str, bool], ...] = (
-    ("loss", "training loss", True),
+    ("loss", "training loss (interval mean)", True),
     ("lr", "learning rate", False),
-    ("grad_norm", "gradient norm (before clipping)", True),
+    ("grad_norm", "gradient norm before clipping", True),
 )
 #: The figure `diffspace plot` writes in the run directory unless --out says otherwise.
 METRICS_FIGURE = "metrics.png"
@@ -183,5 +183,5 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """`diffspace plot`: the training curves of a run (`metrics_figure`) written to `out` (default
     <run>/metrics.png)."""
     columns = read_metrics_columns(run_dir)
-    fig = metrics_figure(columns, title=f"{Path(run_dir).resolve().name}: {len(columns['step'])} logged steps")
+    fig = metrics_figure(columns, title=f"{Path(run_dir).resolve().name}: {len(columns['step'])} logged rows")
     return save_figure(fig, Path(out) if out is not None else Path(run_dir) / METRICS_FIGURE)
