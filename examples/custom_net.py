@@ -7,7 +7,7 @@ embedding of the time added to its features — trained with a plain PyTorch loo
 Gaussian diffusion in the DCT basis on the 8×8 digits shipped with diffspace. It is then sampled with the
 shared samplers and scored with the ELBO in bits/dim of held-out digits.
 
-    python examples/custom_net.py                         # about a minute on 2 CPU cores
+    python examples/custom_net.py                         # 1500 steps: minutes on a CPU
     python examples/custom_net.py --toy                   # seconds (what the tests run)
 """
 

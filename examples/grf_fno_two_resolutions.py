@@ -6,7 +6,7 @@ then on 32×32 — and sampled at 16, 32 and 64 (never trained on). The fields' 
 resolution's samples are compared with freshly generated fields: relative error of the power in each octave
 band of |k|, and the sliced Wasserstein distance.
 
-    python examples/grf_fno_two_resolutions.py            # about 10 minutes on 2 CPU cores
+    python examples/grf_fno_two_resolutions.py            # 1200 steps: minutes on a CPU
     python examples/grf_fno_two_resolutions.py --toy      # a few seconds (what the tests run)
 """
 

@@ -6,7 +6,7 @@ shipped with diffspace. The hierarchy strength a = 1/s orders the components: a 
 the unwhitened basis, large a generates the high-variance components first (towards autoregressive
 generation). For each a the script prints the negative ELBO in bits/dim of held-out digits and writes a grid.
 
-    python examples/gud_softness_sweep.py                 # a few minutes on 2 CPU cores
+    python examples/gud_softness_sweep.py                 # 1500 steps: minutes on a CPU
     python examples/gud_softness_sweep.py --toy           # a few seconds (what the tests run)
 """
 
