@@ -19,6 +19,7 @@ from diffspace.data.files import (
     IMAGE_SUFFIXES,
     IDX_FILES,
     find_cifar10_dir,
+    read_digits,
     read_image,
     read_verified_idx,
     require_files,
@@ -27,16 +28,15 @@ from diffspace.data.idx import parse_idx
 from diffspace.data.stream import folder_images
 from diffspace.data.transforms import from_levels, resize_images, resize_method
 
-DIGITS_TRAIN = 1500  # sklearn digits: the first 1500 images are "train", the last 297 "test"
+DIGITS_TRAIN = 1500  # the digits' first 1500 images are "train", the last 297 "test" (scikit-learn's order)
 
 
 def load_digits(cfg: DataConfig, root: Path) -> ImageDataset:
-    """sklearn's 8×8 digits (values 0..16, 17 levels): first 1500 train, last 297 test."""
-    from sklearn.datasets import load_digits as sklearn_digits  # deferred: importing sklearn costs ~1 s
-
-    bunch = sklearn_digits()
-    levels = torch.from_numpy(bunch.images.astype(np.int64)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    """The 8×8 digits shipped with the package (scikit-learn's load_digits, values 0..16, 17 levels; no
+    scikit-learn needed): first 1500 train, last 297 test."""
+    images, targets = read_digits()
+    levels = torch.from_numpy(images.astype(np.int64)).unsqueeze(1)
+    labels = torch.from_numpy(targets.astype(np.int64))
     part = slice(0, DIGITS_TRAIN) if cfg.split == "train" else slice(DIGITS_TRAIN, None)
     info = DatasetInfo("digits", 1, (8, 8), (0.0, 16.0), 17, 10)
     return ImageDataset(from_levels(levels[part], 17), labels[part], info)
