@@ -18,7 +18,10 @@ from diffspace.build import build
 from diffspace.sample import sample_model
 from diffspace.config import ConfigError, RunConfig, load_preset, preset_names
 from diffspace.process import DataFacts, build_process
-from diffspace.families.multivariate.kernels import drift_matrix, kron_apply, kron_quadratic, matrix_fraction
+from diffspace.families.multivariate import process as process_module
+from diffspace.families.multivariate.kernels import (
+    drift_matrix, expm_unit, kron_apply, kron_quadratic, matrix_fraction,
+)
 from diffspace.families.multivariate.process import MultivariateDiffusion
 from diffspace.metrics.bpd import elbo_bpd
 from diffspace.families.multivariate.matrices import NUM_VARS, LearnedMatrices, fixed_matrices
@@ -95,12 +98,76 @@ def test_the_vp_preset_is_the_closed_form_vp_kernel() -> None:
     assert float(kernel.phi[-1, 0, 0]) == pytest.approx(0.0801, abs=1e-4)
 
 
-def test_the_kernel_is_computed_once_per_distinct_time() -> None:
+def test_equal_times_give_equal_kernels_and_a_repeated_time_is_computed_once(monkeypatch) -> None:
     process = make_process("malda")
     t = torch.tensor([0.3, 0.1, 0.3, 0.3, 0.1], dtype=F64)
     kernel = process.kernel(t)
     assert kernel.phi.shape == (5, 3, 3)
     assert torch.equal(kernel.cov[0], kernel.cov[2]) and torch.equal(kernel.cov[1], kernel.cov[4])
+    sizes = []
+    original = process_module.matrix_fraction
+    monkeypatch.setattr(process_module, "matrix_fraction", lambda a, g, tau, *rest, **kw: (sizes.append(len(tau)),
+                                                                                          original(a, g, tau, *rest, **kw))[1])
+    repeated = process.kernel(torch.tensor([0.3], dtype=F64).expand(7))  # a sampler's t.expand(B)
+    assert sizes == [1] and repeated.cov.shape == (7, 3, 3) and torch.equal(repeated.cov[6], kernel.cov[0])
+
+
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+def test_the_kernel_at_a_time_does_not_depend_on_the_other_times_of_the_batch(name: str) -> None:
+    """The doublings of the matrix fraction are fixed by B(1)·‖block‖₁, not by the batch's largest time, so a
+    sample's kernel is the same whatever the batch holds (and bit for bit with its ends evaluated alongside)."""
+    process = make_process(name)
+    alone = process.kernel(torch.tensor([0.01], dtype=F64))
+    batch = process.kernel(torch.tensor([0.01, 0.5, 1.0], dtype=F64))
+    for name_ in ("phi", "cov", "chol", "linv"):
+        assert torch.equal(getattr(alone, name_)[0], getattr(batch, name_)[0])
+    t = torch.tensor([0.2, 0.7], dtype=F64)
+    kernel, ends = process.kernel_with_ends(t)
+    both = process.kernel(torch.tensor([0.2, 0.7, 1e-3, 1.0], dtype=F64))
+    assert torch.allclose(kernel.cov, both.cov[:2], rtol=1e-14, atol=0)
+    assert torch.allclose(ends.cov, both.cov[2:], rtol=1e-14, atol=0)
+
+
+def test_a_fixed_kernel_reads_nothing_back_from_the_device_after_its_first_call(monkeypatch) -> None:
+    """After the first call (which checks the covariance on the importance grid), a fixed diffusion's kernel, its
+    ends and the importance draw of t make no host read (bool, float, item): none would be a CUDA synchronisation."""
+    process = make_process("cld")
+    t = torch.tensor([0.2, 0.7], dtype=F64)
+    process.kernel_with_ends(t)
+    process.importance_times(4, _generator(0), "cpu")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host read in the kernel")
+
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    process.kernel(torch.tensor([0.5], dtype=F64).expand(3))
+    process.kernel_with_ends(t)
+    process.importance_times(4, _generator(0), "cpu")
+    monkeypatch.undo()
+    learned = make_process("learned2")  # reads ‖block‖₁ and the Cholesky status on every call
+    learned.kernel(t)
+    monkeypatch.setattr(torch.Tensor, "__float__", refuse)
+    with pytest.raises(AssertionError, match="host read"):
+        learned.kernel(t)
+
+
+def test_loading_a_state_drops_the_cached_tables() -> None:
+    process = make_process("cld")
+    process.importance_times(4, _generator(0), "cpu")
+    process.kernel_with_ends(torch.tensor([0.5], dtype=F64))
+    assert process._importance_table is not None and process._ends is not None
+    process.load_state_dict(process.state_dict())
+    assert process._importance_table is None and process._ends is None and process._fixed_reach is None
+
+
+def test_the_taylor_exponential_equals_matrix_exp_inside_the_unit_ball() -> None:
+    x = torch.randn(200, 6, 6, generator=_generator(0), dtype=F64)
+    x = x / torch.linalg.matrix_norm(x, ord=1)[:, None, None] * torch.rand(200, 1, 1, generator=_generator(1),
+                                                                           dtype=F64)
+    assert torch.allclose(expm_unit(x), torch.linalg.matrix_exp(x), rtol=0, atol=4e-16 * math.e)
+    with pytest.raises(ValueError, match="max_norm"):
+        matrix_fraction(x[0], x[0], torch.ones(1, dtype=F64), x[0], max_norm=2.0)
 
 
 # ----- Kronecker structure -------------------------------------------------------------------

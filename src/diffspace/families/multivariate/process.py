@@ -28,7 +28,7 @@ t_min (∝ τ³ … τ⁵) would be lost to round-off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from diffspace.families.multivariate.config import IMPORTANCE, TRANSFORMS
 from diffspace.families.multivariate.kernels import (
-    LinearBeta, drift_matrix, kron_apply, kron_quadratic, matrix_fraction, symmetric_sqrt,
+    LinearBeta, drift_matrix, fraction_block, kron_apply, kron_quadratic, matrix_fraction, symmetric_sqrt,
 )
 from diffspace.families.multivariate.samplers import SAMPLERS
 from diffspace.likelihood import dequantize, discrete_bpd
@@ -68,6 +68,14 @@ class Kernel:
         """M = L⁻¹ (g gᵀ) L⁻ᵀ: ½‖s − ∇log q‖²_{ggᵀ} = ½(ε̂ − ε)ᵀ M (ε̂ − ε) per pixel."""
         return self.linv @ self.ggt @ self.linv.transpose(1, 2)
 
+    def rows(self, index: slice) -> Kernel:
+        """The kernel at the times `index` selects."""
+        return Kernel(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def expand(self, batch: int) -> Kernel:
+        """A kernel at one time as the same kernel at `batch` times (views, nothing copied)."""
+        return Kernel(*(getattr(self, f.name).expand(batch, -1, -1) for f in fields(self)))
+
 
 @dataclass
 class ElboTerms:
@@ -97,6 +105,11 @@ class ElboTerms:
         if levels:
             return discrete_bpd(self.nll(offset), self.dim, levels)
         return self.nll(offset) / (self.dim * math.log(2.0))
+
+
+def _forget_cached(module: MultivariateDiffusion, incompatible_keys: Any) -> None:
+    """load_state_dict post-hook: drop what was cached from the buffers, which were just loaded."""
+    module._forget()
 
 
 class MultivariateDiffusion(nn.Module):
@@ -147,6 +160,14 @@ class MultivariateDiffusion(nn.Module):
                                          resolution_free=resolution_free and not self.learned,
                                          samplers=tuple(SAMPLERS))
         self._importance_table: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._ends: Kernel | None = None  # the kernel at (t_min, 1) of a fixed diffusion
+        self._fixed_reach: float | None = None  # B(1)·‖block‖₁ of a fixed diffusion
+        self._checked = False  # whether a fixed diffusion's kernel was checked on the importance grid
+        self.register_load_state_dict_post_hook(_forget_cached)
+
+    def _forget(self) -> None:
+        """Drop what was cached from the buffers (they were just loaded)."""
+        self._importance_table, self._ends, self._fixed_reach, self._checked = None, None, None, False
 
     @property
     def learned(self) -> bool:
@@ -220,20 +241,58 @@ class MultivariateDiffusion(nn.Module):
 
     # ----- forward process ---------------------------------------------------------------
     def kernel(self, t: Tensor) -> Kernel:
-        """The K×K kernel at times t (B,) (read as max(t, t_min)); computed once per distinct time."""
-        times, index = torch.unique(t.detach().to(torch.float64).clamp(self.t_min, 1.0), return_inverse=True)
+        """The K×K kernel at times t (B,), read as min(max(t, t_min), 1); a batch of one time repeated without copies
+        (a sampler's `t.expand(B)`) is computed once.
+
+        Nothing is read back from the device for a fixed diffusion once its first call has checked the kernel on
+        the importance grid of [t_min, 1] (the covariance from a point, ∫₀^τ e^{uA₀}Γe^{uA₀ᵀ} du, only grows with
+        τ, so t_min is the worst case); a learned one reads ‖block‖₁ and the Cholesky status on every call.
+        ValueError when the covariance is singular."""
+        if t.dim() == 1 and t.numel() > 1 and t.stride(0) == 0:
+            return self.kernel(t[:1]).expand(t.numel())
+        if not self.learned and not self._checked:
+            grid = torch.logspace(math.log10(self.t_min), 0.0, IMPORTANCE_GRID, dtype=torch.float64, device=t.device)
+            with torch.no_grad():
+                self._kernel(grid, check=True)
+            self._checked = True
+        return self._kernel(t, check=self.learned)
+
+    def _reach(self, block: Tensor) -> float:
+        """B(1)·‖block‖₁, a bound of τ‖block‖₁ over t ∈ [t_min, 1] that fixes the doublings of `matrix_fraction`
+        (computed once for a fixed diffusion)."""
+        if not self.learned and self._fixed_reach is not None:
+            return self._fixed_reach
+        reach = float(self.schedule.integral(1.0)) * float(torch.linalg.matrix_norm(block.detach(), ord=1))
+        if not self.learned:
+            self._fixed_reach = reach
+        return reach
+
+    def _kernel(self, t: Tensor, check: bool) -> Kernel:
+        """The kernel at every time of t (no de-duplication); `check` reads the Cholesky status back."""
+        times = t.detach().to(torch.float64).clamp(self.t_min, 1.0)
         q, d = self.matrices()
         a0 = drift_matrix(q, d, self.stationary_var)
-        phi, cov = matrix_fraction(a0, 2 * d, self.schedule.integral(times), self.sigma0)
+        phi, cov = matrix_fraction(a0, 2 * d, self.schedule.integral(times), self.sigma0,
+                                   reach=self._reach(fraction_block(a0, 2 * d)))
         chol, info = torch.linalg.cholesky_ex(cov)
-        if bool((info != 0).any()):
+        if check and bool((info != 0).any()):
             raise ValueError(f"the kernel covariance is singular at t = {float(times[info != 0][0]):.3g}: raise "
                              "t_min or aux_init_var, or use a diffusion whose noise reaches x")
         eye = torch.eye(self.num_vars, dtype=torch.float64, device=chol.device).expand_as(chol)
         linv = torch.linalg.solve_triangular(chol, eye, upper=False)
         beta = self.schedule.beta(times)[:, None, None]
-        return Kernel(drift=(beta * a0)[index], ggt=(2 * beta * d)[index], phi=phi[index], cov=cov[index],
-                      chol=chol[index], linv=linv[index])
+        return Kernel(drift=beta * a0, ggt=2 * beta * d, phi=phi, cov=cov, chol=chol, linv=linv)
+
+    def kernel_with_ends(self, t: Tensor) -> tuple[Kernel, Kernel]:
+        """(the kernel at t (B,), the kernel at (t_min, 1)): one evaluation for a learned diffusion; a fixed one's
+        ends are computed once per device."""
+        ends = torch.tensor([self.t_min, 1.0], dtype=torch.float64, device=t.device)
+        if self.learned:
+            both = self.kernel(torch.cat([t.detach().to(torch.float64), ends]))
+            return both.rows(slice(0, len(t))), both.rows(slice(len(t), None))
+        if self._ends is None or self._ends.phi.device != t.device:
+            self._ends = self.kernel(ends)
+        return self.kernel(t), self._ends
 
     def _mean(self, y0: Tensor, kernel: Kernel) -> Tensor:
         """E[u_t | y₀] = φ_t y₀ per pixel (v₀ at its mean 0), shape (B, K·C, H, W)."""
@@ -338,7 +397,7 @@ class MultivariateDiffusion(nn.Module):
         y0, log_det = self.encode_data(x0)
         batch, dim, k = y0.shape[0], y0[0].numel(), self.num_vars
         t, weight = self.importance_times(batch, generator, y0.device)
-        kernel = self.kernel(t)
+        kernel, ends = self.kernel_with_ends(t)
         eps = gaussian_noise(self.state_shape(tuple(y0.shape)), generator, y0.device, y0.dtype)
         u = self._mean(y0, kernel) + kron_apply(kernel.chol, eps)
         eps_hat = self.predict_eps(net, u, t.to(y0.dtype), cond)
@@ -346,7 +405,6 @@ class MultivariateDiffusion(nn.Module):
         trace_m = torch.diagonal(m, dim1=1, dim2=2).sum(1)
         trace_a = torch.diagonal(kernel.drift, dim1=1, dim2=2).sum(1)
         integrand = 0.5 * kron_quadratic(m, eps_hat - eps) - dim * (0.5 * trace_m + trace_a)
-        ends = self.kernel(torch.tensor([self.t_min, 1.0], dtype=torch.float64, device=y0.device))
         aux = -0.5 * dim * (k - 1) * math.log(2 * math.pi * math.e * self.aux_init_var)
         terms = (weight * integrand, self._prior_cross_entropy(y0, ends), -dim * self._start_entropy(ends),
                  torch.full_like(weight, aux), -log_det)
