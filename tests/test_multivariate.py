@@ -13,6 +13,7 @@ from scipy.integrate import solve_ivp
 from torch import nn
 
 from gaussian_cases import covariance_z_scores
+from host_reads import host_reads
 from multivariate_cases import F64, ExactEps, expected_nll, gaussian_data, make_process
 from diffspace.build import build
 from diffspace.sample import sample_model
@@ -22,7 +23,7 @@ from diffspace.families.multivariate import process as process_module
 from diffspace.families.multivariate.kernels import (
     drift_matrix, expm_unit, kron_apply, kron_quadratic, matrix_fraction,
 )
-from diffspace.families.multivariate.process import MultivariateDiffusion
+from diffspace.families.multivariate.process import Kernel, MultivariateDiffusion
 from diffspace.metrics.bpd import elbo_bpd
 from diffspace.families.multivariate.matrices import NUM_VARS, LearnedMatrices, fixed_matrices
 from diffspace.samplers import euler_maruyama, heun
@@ -128,28 +129,55 @@ def test_the_kernel_at_a_time_does_not_depend_on_the_other_times_of_the_batch(na
     assert torch.allclose(ends.cov, both.cov[2:], rtol=1e-14, atol=0)
 
 
-def test_a_fixed_kernel_reads_nothing_back_from_the_device_after_its_first_call(monkeypatch) -> None:
-    """After the first call (which checks the covariance on the importance grid), a fixed diffusion's kernel, its
-    ends and the importance draw of t make no host read (bool, float, item): none would be a CUDA synchronisation."""
-    process = make_process("cld")
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+def test_the_kernel_reads_nothing_back_from_the_device_once_per_value_of_q_and_d(name: str, monkeypatch) -> None:
+    """Once a value of (Q, D) has been checked (the covariance on the importance grid, ‖block‖₁), the kernel, its
+    ends, the importance draw of t and the reverse SDE's diffusion make no host read (bool, float, item): none
+    would be a CUDA synchronisation. An in-place update of the learned parameters (an optimizer step) makes the next
+    call read again, and the kernel follows the new values."""
+    process = make_process(name)
     t = torch.tensor([0.2, 0.7], dtype=F64)
-    process.kernel_with_ends(t)
-    process.importance_times(4, _generator(0), "cpu")
+
+    def calls() -> Kernel:
+        kernel = process.kernel_with_ends(t)[0]
+        process.importance_times(4, _generator(0), "cpu")
+        with torch.no_grad():
+            repeated = torch.tensor([0.5], dtype=F64).expand(3)
+            process.reverse_sde(torch.zeros(3, process.num_vars, 1, 2), repeated,
+                                process.predict(lambda u, s: u, torch.zeros(3, process.num_vars, 1, 2), repeated))
+        return kernel
+
+    calls()
 
     def refuse(*args, **kwargs):
         raise AssertionError("a host read in the kernel")
 
-    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
-        monkeypatch.setattr(torch.Tensor, name, refuse)
-    process.kernel(torch.tensor([0.5], dtype=F64).expand(3))
-    process.kernel_with_ends(t)
-    process.importance_times(4, _generator(0), "cpu")
-    monkeypatch.undo()
-    learned = make_process("learned2")  # reads ‖block‖₁ and the Cholesky status on every call
-    learned.kernel(t)
-    monkeypatch.setattr(torch.Tensor, "__float__", refuse)
+    for method in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    before = calls()
+    if not process.learned:
+        return
+    with torch.no_grad():
+        process.matrices.b.add_(0.1)  # D = BBᵀ + εI changes (Q = G − Gᵀ would not, for a constant)
     with pytest.raises(AssertionError, match="host read"):
-        learned.kernel(t)
+        process.kernel(t)
+    monkeypatch.undo()
+    after = process.kernel(t)
+    fresh = make_process(name)
+    with torch.no_grad():
+        fresh.matrices.b.copy_(process.matrices.b)
+    assert not torch.allclose(after.cov, before.cov) and torch.equal(after.cov, fresh.kernel(t).cov)
+
+
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+@pytest.mark.parametrize("sampler", [euler_maruyama, heun])
+def test_a_sampler_step_reads_nothing_back_from_the_device(name: str, sampler) -> None:
+    """Sampling makes its host reads (checks of the kernel, ‖block‖₁, D^½) once, not per step: 5 and 20 steps from a
+    fresh process make as many."""
+    net = lambda u, t: 0.1 * u  # noqa: E731
+    reads = [host_reads(lambda: sampler(make_process(name), net, (3, 1, 1, 2), steps, _generator(0)))
+             for steps in (5, 20)]
+    assert reads[0] == reads[1]
 
 
 def test_loading_a_state_drops_the_cached_tables() -> None:
@@ -158,7 +186,7 @@ def test_loading_a_state_drops_the_cached_tables() -> None:
     process.kernel_with_ends(torch.tensor([0.5], dtype=F64))
     assert process._importance_table is not None and process._ends is not None
     process.load_state_dict(process.state_dict())
-    assert process._importance_table is None and process._ends is None and process._fixed_reach is None
+    assert process._importance_table is None and process._ends is None and process._reach_cache is None
 
 
 def test_the_taylor_exponential_equals_matrix_exp_inside_the_unit_ball() -> None:

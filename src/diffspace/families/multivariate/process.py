@@ -159,15 +159,31 @@ class MultivariateDiffusion(nn.Module):
         self.capabilities = Capabilities(discrete=False, ode_likelihood=False,
                                          resolution_free=resolution_free and not self.learned,
                                          samplers=tuple(SAMPLERS))
-        self._importance_table: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-        self._ends: Kernel | None = None  # the kernel at (t_min, 1) of a fixed diffusion
-        self._fixed_reach: float | None = None  # B(1)·‖block‖₁ of a fixed diffusion
-        self._checked = False  # whether a fixed diffusion's kernel was checked on the importance grid
+        # What follows from (Q, D) alone, each with the `_matrices_key` it was computed for: the importance table
+        # (on its device), B(1)·‖block‖₁, the covariance check, D^½ and, for fixed diffusions, the kernel at the ends.
+        self._importance_table: tuple[Any, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._reach_cache: tuple[Any, float] | None = None
+        self._checked_key: Any = None
+        self._d_sqrt: tuple[Any, Tensor] | None = None
+        self._ends: Kernel | None = None
         self.register_load_state_dict_post_hook(_forget_cached)
 
     def _forget(self) -> None:
-        """Drop what was cached from the buffers (they were just loaded)."""
-        self._importance_table, self._ends, self._fixed_reach, self._checked = None, None, None, False
+        """Drop what was cached from (Q, D) and the buffers (they were just loaded)."""
+        self._importance_table = self._reach_cache = self._checked_key = self._d_sqrt = self._ends = None
+
+    def _matrices_key(self) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+        """What identifies the current (Q, D): the learned parameters (the objects) and their version counters,
+        which every in-place update (an optimizer step, a load) advances; () for a fixed diffusion."""
+        params = tuple(self.matrices.parameters())
+        return params, tuple(p._version for p in params)
+
+    def _is_current(self, key: Any) -> bool:
+        """Whether `key` (a `_matrices_key`, or None) is the current one."""
+        if key is None:
+            return False
+        params, versions = self._matrices_key()
+        return len(params) == len(key[0]) and all(a is b for a, b in zip(params, key[0])) and versions == key[1]
 
     @property
     def learned(self) -> bool:
@@ -244,27 +260,29 @@ class MultivariateDiffusion(nn.Module):
         """The K×K kernel at times t (B,), read as min(max(t, t_min), 1); a batch of one time repeated without copies
         (a sampler's `t.expand(B)`) is computed once.
 
-        Nothing is read back from the device for a fixed diffusion once its first call has checked the kernel on
-        the importance grid of [t_min, 1] (the covariance from a point, ∫₀^τ e^{uA₀}Γe^{uA₀ᵀ} du, only grows with
-        τ, so t_min is the worst case); a learned one reads ‖block‖₁ and the Cholesky status on every call.
-        ValueError when the covariance is singular."""
+        The covariance is checked (ValueError when it is singular) once per value of (Q, D): on the importance
+        grid of [t_min, 1] when the table is built, else at t_min (the covariance from a point,
+        ∫₀^τ e^{uA₀}Γe^{uA₀ᵀ} du, only grows with τ, so t_min is the worst case). Apart from that check and
+        B(1)·‖block‖₁, read back once per value of (Q, D) (so once for a fixed diffusion, once per optimizer step for
+        a learned one, and never again while sampling), nothing is read from the device."""
         if t.dim() == 1 and t.numel() > 1 and t.stride(0) == 0:
             return self.kernel(t[:1]).expand(t.numel())
-        if not self.learned and not self._checked:
-            grid = torch.logspace(math.log10(self.t_min), 0.0, IMPORTANCE_GRID, dtype=torch.float64, device=t.device)
-            with torch.no_grad():
-                self._kernel(grid, check=True)
-            self._checked = True
-        return self._kernel(t, check=self.learned)
+        if not self._is_current(self._checked_key):
+            if self.importance == "trace":
+                self._importance_cells(t.device)
+            else:
+                with torch.no_grad():
+                    self._kernel(torch.full((1,), self.t_min, dtype=torch.float64, device=t.device), check=True)
+                self._checked_key = self._matrices_key()
+        return self._kernel(t, check=False)
 
     def _reach(self, block: Tensor) -> float:
         """B(1)·‖block‖₁, a bound of τ‖block‖₁ over t ∈ [t_min, 1] that fixes the doublings of `matrix_fraction`
-        (computed once for a fixed diffusion)."""
-        if not self.learned and self._fixed_reach is not None:
-            return self._fixed_reach
+        (read back once per value of (Q, D))."""
+        if self._reach_cache is not None and self._is_current(self._reach_cache[0]):
+            return self._reach_cache[1]
         reach = float(self.schedule.integral(1.0)) * float(torch.linalg.matrix_norm(block.detach(), ord=1))
-        if not self.learned:
-            self._fixed_reach = reach
+        self._reach_cache = (self._matrices_key(), reach)
         return reach
 
     def _kernel(self, t: Tensor, check: bool) -> Kernel:
@@ -287,7 +305,7 @@ class MultivariateDiffusion(nn.Module):
         """(the kernel at t (B,), the kernel at (t_min, 1)): one evaluation for a learned diffusion; a fixed one's
         ends are computed once per device."""
         ends = torch.tensor([self.t_min, 1.0], dtype=torch.float64, device=t.device)
-        if self.learned:
+        if self.learned:  # never cached: it is differentiated in (Q, D)
             both = self.kernel(torch.cat([t.detach().to(torch.float64), ends]))
             return both.rows(slice(0, len(t))), both.rows(slice(len(t), None))
         if self._ends is None or self._ends.phi.device != t.device:
@@ -336,7 +354,18 @@ class MultivariateDiffusion(nn.Module):
         g = (2βD)^½ as (B, K, K) factors applied by `diffusion_noise`."""
         kernel, eps = prediction.context
         drift = kron_apply(kernel.drift, u) + kron_apply(kernel.ggt @ kernel.linv.transpose(1, 2), eps)
-        return drift, symmetric_sqrt(kernel.ggt)
+        beta = self.schedule.beta(t.detach().to(torch.float64).clamp(self.t_min, 1.0))
+        return drift, torch.sqrt(2 * beta)[:, None, None] * self._diffusion_sqrt()
+
+    def _diffusion_sqrt(self) -> Tensor:
+        """D^½ (K, K), so that (2βD)^½ = √(2β) D^½; kept per value of (Q, D) when no gradient is recorded (the
+        eigendecomposition reads its status back from the device)."""
+        if self._d_sqrt is not None and self._is_current(self._d_sqrt[0]) and not torch.is_grad_enabled():
+            return self._d_sqrt[1]
+        root = symmetric_sqrt(self.matrices()[1])
+        if not torch.is_grad_enabled():
+            self._d_sqrt = (self._matrices_key(), root)
+        return root
 
     def diffusion_noise(self, g: Tensor, noise: Tensor) -> Tensor:
         """(g ⊗ I) ξ: the per-pixel K×K diffusion factor applied to white noise."""
@@ -363,19 +392,21 @@ class MultivariateDiffusion(nn.Module):
     # ----- objectives --------------------------------------------------------------------
     def _importance_cells(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(grid, cell widths, cell masses, CDF) of the "trace" density ∝ tr(ggᵀ Σ_t⁻¹) on a log-spaced grid
-        (trapezoid cell masses); built once for fixed diffusions, on every call for learned ones."""
+        (trapezoid cell masses); built once per value of (Q, D) and device (once for fixed diffusions, every
+        optimizer step for learned ones), checking the covariance on the grid as it goes."""
         cached = self._importance_table
-        if cached is not None and cached[0].device == torch.device(device):
-            return cached
+        if cached is not None and self._is_current(cached[0]) and cached[1][0].device == torch.device(device):
+            return cached[1]
+        key = self._matrices_key()
         grid = torch.logspace(math.log10(self.t_min), 0.0, IMPORTANCE_GRID, dtype=torch.float64, device=device)
         with torch.no_grad():
-            density = torch.diagonal(self.kernel(grid).weight(), dim1=1, dim2=2).sum(1)
+            density = torch.diagonal(self._kernel(grid, check=True).weight(), dim1=1, dim2=2).sum(1)
+        self._checked_key = key
         width = grid[1:] - grid[:-1]
         mass = 0.5 * (density[1:] + density[:-1]) * width
         mass = mass / mass.sum()
         table = (grid, width, mass, torch.cumsum(mass, 0))
-        if not self.learned:
-            self._importance_table = table
+        self._importance_table = (key, table)
         return table
 
     def importance_times(self, batch: int, generator: Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
