@@ -700,7 +700,8 @@ def environment(device: str) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info.update(cudnn=torch.backends.cudnn.version(), gpu_memory_GiB=round(props.total_memory / 2**30, 1),
                     capability=f"{props.major}.{props.minor}", gpus=torch.cuda.device_count(),
-                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                    cudnn_benchmark=torch.backends.cudnn.benchmark)
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)
     return info
