@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from diffspace.families.multivariate.config import IMPORTANCE, TRANSFORMS
 from diffspace.families.multivariate.kernels import (
-    LinearBeta, drift_matrix, fraction_block, kron_apply, kron_quadratic, matrix_fraction, symmetric_sqrt,
+    LinearBeta, doublings_for, drift_matrix, fraction_block, fraction_kernel, kron_apply, kron_quadratic,
+    symmetric_sqrt,
 )
 from diffspace.families.multivariate.samplers import SAMPLERS
 from diffspace.likelihood import dequantize, discrete_bpd
@@ -66,7 +67,7 @@ class Kernel:
 
     def weight(self) -> Tensor:
         """M = L⁻¹ (g gᵀ) L⁻ᵀ: ½‖s − ∇log q‖²_{ggᵀ} = ½(ε̂ − ε)ᵀ M (ε̂ − ε) per pixel."""
-        return self.linv @ self.ggt @ self.linv.transpose(1, 2)
+        return torch.bmm(torch.bmm(self.linv, self.ggt), self.linv.transpose(1, 2))
 
     def rows(self, index: slice) -> Kernel:
         """The kernel at the times `index` selects."""
@@ -160,7 +161,7 @@ class MultivariateDiffusion(nn.Module):
                                          resolution_free=resolution_free and not self.learned,
                                          samplers=tuple(SAMPLERS))
         # What follows from (Q, D) alone, each with the `_matrices_key` it was computed for: the importance table
-        # (on its device), B(1)·‖block‖₁, the covariance check, D^½ and, for fixed diffusions, the kernel at the ends.
+        # (on its device), B(1)·‖block‖₂, the covariance check, D^½ and, for fixed diffusions, the kernel at the ends.
         self._importance_table: tuple[Any, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._reach_cache: tuple[Any, float] | None = None
         self._checked_key: Any = None
@@ -263,7 +264,7 @@ class MultivariateDiffusion(nn.Module):
         The covariance is checked (ValueError when it is singular) once per value of (Q, D): on the importance
         grid of [t_min, 1] when the table is built, else at t_min (the covariance from a point,
         ∫₀^τ e^{uA₀}Γe^{uA₀ᵀ} du, only grows with τ, so t_min is the worst case). Apart from that check and
-        B(1)·‖block‖₁, read back once per value of (Q, D) (so once for a fixed diffusion, once per optimizer step for
+        B(1)·‖block‖₂, read back once per value of (Q, D) (so once for a fixed diffusion, once per optimizer step for
         a learned one, and never again while sampling), nothing is read from the device."""
         if t.dim() == 1 and t.numel() > 1 and t.stride(0) == 0:
             return self.kernel(t[:1]).expand(t.numel())
@@ -277,11 +278,11 @@ class MultivariateDiffusion(nn.Module):
         return self._kernel(t, check=False)
 
     def _reach(self, block: Tensor) -> float:
-        """B(1)·‖block‖₁, a bound of τ‖block‖₁ over t ∈ [t_min, 1] that fixes the doublings of `matrix_fraction`
+        """B(1)·‖block‖₂, a bound of τ‖block‖₂ over t ∈ [t_min, 1] that fixes the doublings of `matrix_fraction`
         (read back once per value of (Q, D))."""
         if self._reach_cache is not None and self._is_current(self._reach_cache[0]):
             return self._reach_cache[1]
-        reach = float(self.schedule.integral(1.0)) * float(torch.linalg.matrix_norm(block.detach(), ord=1))
+        reach = float(self.schedule.integral(1.0)) * float(torch.linalg.matrix_norm(block.detach(), ord=2))
         self._reach_cache = (self._matrices_key(), reach)
         return reach
 
@@ -290,8 +291,10 @@ class MultivariateDiffusion(nn.Module):
         times = t.detach().to(torch.float64).clamp(self.t_min, 1.0)
         q, d = self.matrices()
         a0 = drift_matrix(q, d, self.stationary_var)
-        phi, cov = matrix_fraction(a0, 2 * d, self.schedule.integral(times), self.sigma0,
-                                   reach=self._reach(fraction_block(a0, 2 * d)))
+        gamma = 2 * d
+        block = fraction_block(a0, gamma)
+        phi, cov = fraction_kernel(block, self.schedule.integral(times), self.sigma0,
+                                   doublings_for(self._reach(block)))
         chol, info = torch.linalg.cholesky_ex(cov)
         if check and bool((info != 0).any()):
             raise ValueError(f"the kernel covariance is singular at t = {float(times[info != 0][0]):.3g}: raise "
@@ -299,7 +302,7 @@ class MultivariateDiffusion(nn.Module):
         eye = torch.eye(self.num_vars, dtype=torch.float64, device=chol.device).expand_as(chol)
         linv = torch.linalg.solve_triangular(chol, eye, upper=False)
         beta = self.schedule.beta(times)[:, None, None]
-        return Kernel(drift=beta * a0, ggt=2 * beta * d, phi=phi, cov=cov, chol=chol, linv=linv)
+        return Kernel(drift=beta * a0, ggt=beta * gamma, phi=phi, cov=cov, chol=chol, linv=linv)
 
     def kernel_with_ends(self, t: Tensor) -> tuple[Kernel, Kernel]:
         """(the kernel at t (B,), the kernel at (t_min, 1)): one evaluation for a learned diffusion; a fixed one's
