@@ -5,7 +5,7 @@ reverse SDE with the flow's marginals (`diffspace.samplers`).
     euler          z_s = z_t + h v(z_t, t),  h = s − t < 0                                  1 NFE per step
     midpoint       z_s = z_t + h v(z_t + ½h v(z_t, t), t + ½h)                             2 NFE per step
     heun           z_s = z_t + ½h (v(z_t, t) + v(z̃_s, s)), z̃_s the Euler step (shared)     2 NFE per step
-    dopri5         adaptive Dormand–Prince 5(4) (torchdiffeq) through the grid's times      NFE as needed
+    dopri5         adaptive Dormand–Prince 5(4), torchdiffeq's controller, a step per sample   NFE as needed
     euler_maruyama z_s = z_t − h f̄ + g√|h| ξ on the reverse SDE (shared)                   1 NFE per step
 
 Options: `rho`, `t_end` (the grid t_i = t_end + (1 − t_end)(1 − i/N)^ρ) and `denoise` (a last step to
