@@ -96,7 +96,7 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     (["train", "data.split=tset"], 2, "data.split must be one of train, test; got 'tset' (did you mean 'test'?)"),
     (["train", "data.resolution=-8"], 2, "data.resolution must be ≥ 0; got -8"),
     (["train", "process.kind=blackout", "process.softness=0.3"], 2,
-     "process.softness is a knob of the gaussian family, but process.kind is 'blackout'"),
+     "process.softness is a knob of the gaussian and flow families, but process.kind is 'blackout'"),
     (["train", "process.softness=0.3"], 2, "process.softness is read by the soft-conditioning schedule only"),
     (["train", "process.kind=blackot"], 2, "unknown process.kind 'blackot' (did you mean 'blackout'?)"),
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png", "--batch-size", "0"], 2,

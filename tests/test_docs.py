@@ -101,7 +101,7 @@ def test_readme_links_point_at_files() -> None:
 def test_the_sampler_table_is_the_registrys() -> None:
     """docs/design-space.md lists each family's samplers (first = default) as its registry record does."""
     text = (DOCS / "design-space.md").read_text()
-    rows = dict(re.findall(r"^\| (Gaussian|multivariate|Blackout) \| (.+) \|$", text, flags=re.M))
+    rows = dict(re.findall(r"^\| (Gaussian|multivariate|Blackout|flow) \| (.+) \|$", text, flags=re.M))
     assert {name.lower() for name in rows} == set(families()), "add the new family's row to docs/design-space.md"
     for name, cell in rows.items():
         assert re.findall(r"`(\w+)`", cell) == list(family(name.lower()).samplers)
@@ -117,3 +117,13 @@ def test_api_docstring_filter_escapes_brackets_outside_code_only() -> None:
     assert plain.field_lists(fields) == ("What it is.\n\n- **steps** — optimizer steps\n  per run.\n"
                                          "- **lr, decay** — rates.\n\nEnd.")
     assert plain.field_lists("one — line only") == "one — line only"
+
+
+def test_every_module_has_an_api_page() -> None:
+    """Each module of the package is rendered by a `::: module` block of some page under docs/api/."""
+    package = ROOT / "src" / "diffspace"
+    modules = {".".join(("diffspace", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+               for p in package.rglob("*.py")}
+    rendered = {line.split(":::", 1)[1].strip() for page in (ROOT / "docs" / "api").glob("*.md")
+                for line in page.read_text().splitlines() if line.startswith(":::")}
+    assert sorted(modules - rendered) == []

@@ -408,7 +408,7 @@ def test_presets_build_with_c_times_k_network_channels(name: str, tmp_path: Path
 def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(ConfigError, match="process.diffusion"):
         load_preset("mdm-mnist-cld").with_overrides(["process.diffusion=cdl"])
-    with pytest.raises(ConfigError, match="process.prior is a knob of the gaussian family"):
+    with pytest.raises(ConfigError, match="process.prior is a knob of the gaussian and flow families"):
         load_preset("mdm-mnist-cld").with_overrides(["process.prior=fitted"])
     with pytest.raises(ConfigError, match="process.levels=256 but the data have 17 levels"):
         build(load_preset("mdm-mnist-cld").with_overrides(["data.name=digits", "process.levels=256"]))

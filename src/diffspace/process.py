@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from diffspace.noise import Generator
 
 #: The family packages under diffspace.families, imported on first use of the registry.
-FAMILY_MODULES: tuple[str, ...] = ("gaussian", "multivariate", "blackout")
+FAMILY_MODULES: tuple[str, ...] = ("gaussian", "multivariate", "blackout", "flow")
 #: The family of a config that names none.
 DEFAULT_FAMILY = "gaussian"
 
