@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -176,6 +177,31 @@ def test_attention_block_matches_naive_attention() -> None:
     attended = torch.einsum("bhnm,bhdm->bhdn", weights, v).reshape(b, c, h, w)
     expected = (x + block.proj(attended)) / math.sqrt(2.0)
     torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (15, 17)])
+def test_channels_last_unet_matches_the_contiguous_one(hw: tuple[int, int]) -> None:
+    """After net.to(memory_format=torch.channels_last) every convolution runs on channels-last maps (padding,
+    attention reshapes and skip concatenations included) and output and gradients equal the contiguous net's."""
+    torch.manual_seed(0)
+    net = build_net(dataclasses.replace(SMALL_UNET, dropout=0.0), 3, 3, hw)
+    _perturb_head(net)
+    channels_last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    layouts = []
+    for module in channels_last.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(
+                lambda m, i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+    x, t = torch.randn(2, 3, *hw), torch.rand(2)
+    out, out_cl = net(x, t), channels_last(x, t)
+    convolutions = sum(isinstance(m, nn.Conv2d) for m in channels_last.modules())
+    assert out_cl.is_contiguous() and all(layouts) and len(layouts) == convolutions
+    torch.testing.assert_close(out_cl, out, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    out_cl.square().sum().backward()
+    for (name, p), p_cl in zip(net.named_parameters(), channels_last.parameters()):
+        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-5 * p.grad.abs().max(),
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_unet_runs_under_bf16_autocast() -> None:
