@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from diffspace.nets import FNO, NetConfig, SpectralConv2d, build_net
-from diffspace.nets.fno import kept_modes
+from diffspace.nets.fno import kept_modes, linear_per_pixel
 from diffspace.resolution import spectral_resize
 
 SMALL_FNO = NetConfig(kind="fno", modes=6, width=12, layers=3)
@@ -70,16 +70,22 @@ def test_spectral_conv_multiplies_each_kept_mode_by_its_weight() -> None:
     with torch.no_grad():
         for ky, kx in [(1, 2), (-2, 1), (2, 0)]:
             phase = torch.exp(2j * torch.pi * (ky * y + kx * x))
-            out = conv(phase.real[None, :, :, None])[0, :, :, 0]  # channels last
+            out = conv(phase.real[None, None])[0, 0]
             if kx > 0:
                 expected = (weights[row[ky], kx] * phase).real
             else:
                 expected = (weights[row[ky], 0] * phase + weights[row[-ky], 0] * phase.conj()).real / 2
             torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
-        dropped = torch.cos(2 * torch.pi * 3 * y)[None, :, :, None]  # |k_y| = 3 ≥ modes
+        dropped = torch.cos(2 * torch.pi * 3 * y)[None, None]  # |k_y| = 3 ≥ modes
         assert conv(dropped).abs().max() < 1e-12
-    with pytest.raises(ValueError, match=r"channels-last input \(B, H, W, 1\)"):
-        conv(torch.zeros(1, 2, n, n, dtype=torch.float64))
+
+
+def test_linear_per_pixel_is_the_linear_layer_on_every_pixel() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 5).double()
+    v = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    expected = layer(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(linear_per_pixel(layer, v), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_kept_modes_drop_what_the_grid_cannot_resolve() -> None:
@@ -96,7 +102,7 @@ def test_spectral_conv_gradients_are_exact(hw: tuple[int, int], modes: int) -> N
     differences in float64, on grids that keep every mode and on grids too coarse for some."""
     torch.manual_seed(0)
     conv = SpectralConv2d(2, 3, modes).double()
-    v = torch.randn(2, *hw, 2, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 2, *hw, dtype=torch.float64, requires_grad=True)
     weight = conv.weight.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v, w: torch.func.functional_call(conv, {"weight": w}, (v,)), (v, weight))
     assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(conv, {"weight": w}, (v.detach(),)),
@@ -107,7 +113,7 @@ def test_spectral_conv_transforms_in_float32_under_bf16_autocast() -> None:
     """Under autocast the FFTs and the mode mixing run in float32 on the bf16 input; only the result is bf16."""
     torch.manual_seed(0)
     conv = SpectralConv2d(4, 4, modes=3)
-    v = torch.randn(2, 8, 8, 4).bfloat16()
+    v = torch.randn(2, 4, 8, 8).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = conv(v)
     assert out.dtype == torch.bfloat16

@@ -30,11 +30,22 @@ def kept_modes(size: int, modes: int) -> int:
 
 
 def grid_features(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(1, H, W, 4) periodic coordinates (sin 2πy, cos 2πy, sin 2πx, cos 2πx) at y = i/H, x = j/W, channels last."""
+    """(1, 4, H, W) periodic coordinates (sin 2πy, cos 2πy, sin 2πx, cos 2πx) at y = i/H, x = j/W."""
     y = 2 * math.pi * torch.arange(height, device=device, dtype=dtype) / height
     x = 2 * math.pi * torch.arange(width, device=device, dtype=dtype) / width
     yy, xx = torch.meshgrid(y, x, indexing="ij")
-    return torch.stack([yy.sin(), yy.cos(), xx.sin(), xx.cos()], dim=-1)[None]
+    return torch.stack([yy.sin(), yy.cos(), xx.sin(), xx.cos()])[None]
+
+
+def linear_per_pixel(layer: nn.Linear, v: torch.Tensor) -> torch.Tensor:
+    """y[b, :, i, j] = A v[b, :, i, j] + c: the nn.Linear `layer` (A, c) applied to the channels of every
+    pixel of v (B, C, H, W), as one batched GEMM (A times each sample's C × HW map). The maps stay
+    channels first, the layout in which the FFTs need no transposes; a channels-last nn.Linear call
+    would cost a transpose copy on each side of every FFT (measured slower, benchmarks/fno_step.py)."""
+    batch, channels, height, width = v.shape
+    out = torch.baddbmm(layer.bias[None, :, None], layer.weight.expand(batch, -1, -1),
+                        v.reshape(batch, channels, height * width))
+    return out.view(batch, -1, height, width)
 
 
 def _kept_blocks(tensor: torch.Tensor, rows: int, cols: int, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,22 +58,20 @@ def _kept_blocks(tensor: torch.Tensor, rows: int, cols: int, axis: int) -> tuple
 
 
 def _kept_spectrum(v: torch.Tensor, rows: int, cols: int, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kept blocks of rfft2(v) for v (B, H, W, C): rfft along x, keep columns [0, c), FFT along y of those
+    """The kept blocks of rfft2(v) for v (B, C, H, W): rfft along x, keep columns [0, c), FFT along y of those
     columns only (the same coefficients as slicing rfft2's output, without transforming dropped columns)."""
-    half = torch.fft.rfft(v.permute(0, 3, 1, 2), dim=3, norm=norm)[..., :cols]
+    half = torch.fft.rfft(v, dim=3, norm=norm)[..., :cols]
     return _kept_blocks(torch.fft.fft(half, dim=2, norm=norm), rows, cols, axis=2)
 
 
 def _grid_values(blocks: tuple[torch.Tensor, torch.Tensor], height: int, width: int, norm: str) -> torch.Tensor:
-    """irfft2 of the spectrum (B, C, H, W//2 + 1) that holds `blocks` in the kept modes and 0 elsewhere, as a
-    contiguous channels-last (B, H, W, C): inverse FFT along y of the c kept columns, then irfft along x
-    (which zero-pads the columns c … W//2)."""
+    """irfft2 (B, C, H, W) of the spectrum (B, C, H, W//2 + 1) that holds `blocks` in the kept modes and 0
+    elsewhere: inverse FFT along y of the c kept columns, then irfft along x (which zero-pads columns c … W//2)."""
     top, bottom = blocks
     spectrum = top.new_zeros(top.shape[0], top.shape[1], height, top.shape[3])
     spectrum[:, :, : top.shape[2]] = top
     spectrum[:, :, height - bottom.shape[2] :] = bottom
-    values = torch.fft.irfft(torch.fft.ifft(spectrum, dim=2, norm=norm), n=width, dim=3, norm=norm)
-    return values.permute(0, 2, 3, 1).contiguous()
+    return torch.fft.irfft(torch.fft.ifft(spectrum, dim=2, norm=norm), n=width, dim=3, norm=norm)
 
 
 class _SpectralMix(torch.autograd.Function):
@@ -70,13 +79,13 @@ class _SpectralMix(torch.autograd.Function):
     g and S = F g unnormalised: ∂L/∂v = F⁻¹[R_kᴴ S_k]/(HW) (the adjoint operator, again two FFTs) and
     ∂L/∂R_k = a_k Σ_b conj(X_k) S_kᵀ, a = 1 at k_x = 0 and 2 elsewhere (the Hermitian half rfft2 omits).
     Autograd of the forward would run a full complex FFT and scatter zero spectra instead. Inputs and
-    outputs are contiguous channels last (B, H, W, C). First derivatives only: a double backward raises."""
+    outputs are (B, C, H, W). First derivatives only: a double backward raises."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, v: torch.Tensor, weight: torch.Tensor, rows: int,
                 cols: int) -> torch.Tensor:
-        """v (B, H, W, in) real, weight (2·modes − 1, modes, in, out, 2) real pairs → (B, H, W, out)."""
-        height, width = v.shape[1:3]
+        """v (B, in, H, W) real, weight (2·modes − 1, modes, in, out, 2) real pairs → (B, out, H, W)."""
+        height, width = v.shape[2:]
         coeffs = _kept_spectrum(v, rows, cols, "forward")
         kernel = _kept_blocks(torch.view_as_complex(weight), rows, cols, axis=0)
         mixed = tuple(torch.einsum("bixy,xyio->boxy", x, r) for x, r in zip(coeffs, kernel))
@@ -116,9 +125,8 @@ class SpectralConv2d(nn.Module):
     stored as real pairs (2·modes − 1, modes, in, out, 2), rows k_y = 0, 1, …, modes − 1,
     −(modes − 1), …, −1, and read as complex views; the kept modes are two slices of the
     spectrum, mixed by einsum and written into a zero spectrum by slicing (no index gather or
-    scatter, no copy of the weights). Inputs and outputs are channels last, (B, H, W, C); the
-    transform runs in float32 (float64 for float64 inputs) outside any autocast, and the output
-    is cast back to the input's dtype.
+    scatter, no copy of the weights). The transform runs in float32 (float64 for float64 inputs)
+    outside any autocast, and the output is cast back to the input's dtype.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
@@ -128,11 +136,8 @@ class SpectralConv2d(nn.Module):
         self.weight = nn.Parameter(scale * torch.randn(2 * modes - 1, modes, in_channels, out_channels, 2))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """Apply K to v of shape (B, H, W, in); returns (B, H, W, out) in v's dtype."""
-        if v.ndim != 4 or v.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"SpectralConv2d expects channels-last input (B, H, W, {self.in_channels}), got {tuple(v.shape)}")
-        rows, cols = kept_modes(v.shape[1], self.modes), kept_modes(v.shape[2], self.modes)
+        """Apply K to v of shape (B, in, H, W); returns (B, out, H, W) in v's dtype."""
+        rows, cols = kept_modes(v.shape[2], self.modes), kept_modes(v.shape[3], self.modes)
         dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
         with torch.autocast(v.device.type, enabled=False):
             out = _SpectralMix.apply(v.to(dtype), self.weight.to(dtype), rows, cols)
@@ -159,9 +164,8 @@ class FNO(nn.Module):
     channels and b_l(e) a per-channel shift from the embedding e of t and of each cond key;
     projection Q = linear (width → 4·width), GELU, linear (→ out channels), zero-initialised so
     a new net outputs 0. P reads the input channels and the periodic grid features. P, W_l and
-    Q are nn.Linear on channels-last features (B, H, W, C): the input is permuted once on the
-    way in and the output once on the way out. State dicts in which P, W_l and Q were 1×1
-    convolutions load through a pre-hook that reshapes their (out, in, 1, 1) weights to (out, in).
+    Q are nn.Linear layers applied to every pixel (`linear_per_pixel`); state dicts in which they
+    were 1×1 convolutions load through a pre-hook that reshapes (out, in, 1, 1) weights to (out, in).
     `size` is accepted for build_net's signature; the network itself has no fixed size.
     """
 
@@ -188,12 +192,11 @@ class FNO(nn.Module):
         batch, _, height, width = x_t.shape
         emb = F.silu(self.embed(t, batch, x_t.device, cond))
         grid = grid_features(height, width, x_t.device, x_t.dtype).expand(batch, -1, -1, -1)
-        v = self.lift(torch.cat([x_t.permute(0, 2, 3, 1), grid], dim=-1))
-        v += self.shifts[0](emb)[:, None, None, :]
+        v = linear_per_pixel(self.lift, torch.cat([x_t, grid], dim=1)) + self.shifts[0](emb)[:, :, None, None]
         last = len(self.spectral) - 1
-        for layer, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
-            h = pointwise(v)  # the sums run in place on fresh outputs that autograd does not keep
-            h += spectral(v)
-            h += self.shifts[layer + 1](emb)[:, None, None, :]
+        for layer, (spectral, skip) in enumerate(zip(self.spectral, self.pointwise)):
+            h = spectral(v)  # a fresh tensor (not a view) that autograd does not keep: summed into in place
+            h += linear_per_pixel(skip, v)
+            h += self.shifts[layer + 1](emb)[:, :, None, None]
             v = F.gelu(h) if layer != last else h
-        return self.out(F.gelu(self.project(v))).permute(0, 3, 1, 2).contiguous()
+        return linear_per_pixel(self.out, F.gelu(linear_per_pixel(self.project, v)))
