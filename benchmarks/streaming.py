@@ -119,11 +119,12 @@ def main() -> None:
         killed_at = load_checkpoint(latest_checkpoint(tmp / "killed"))["step"]
         resumed = run(script, tmp / "killed", overrides)
         exact = losses(tmp / "killed") == losses(tmp / "whole")
+        memory_equal = losses(tmp / "memory") == losses(tmp / "whole")
     record = {
         "benchmark": "streaming", "device": device_name("cpu"), "images": args.num, "size": args.size,
         "channels": 3, "data_in_memory_bytes": data_bytes, "png_bytes_on_disk": disk_bytes,
         "folder_seconds": made, "steps": args.steps, "batch_size": args.batch_size, "workers": args.workers,
-        "whole": whole, "in_memory": in_memory, "in_memory_losses_equal": losses(tmp / "memory") == losses(tmp / "whole"),
+        "whole": whole, "in_memory": in_memory, "in_memory_losses_equal": memory_equal,
         "resumed": resumed, "killed_after_step": killed_at, "resume_exact": exact,
         "load_average": os.getloadavg(), "max_rss_of_this_script_bytes":
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
