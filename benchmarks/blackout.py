@@ -1,28 +1,24 @@
-"""Blackout diffusion: sampling throughput, and sample quality after a fixed training budget.
+"""Blackout diffusion: sampling throughput, and the NLL bound and samples after a fixed training budget.
 
-Throughput: images/s of each Blackout sampler over 1000 steps at 1×28×28, with a constant
-network (the sampler's own cost: the binomial / Poisson / rounding draws on the device) and,
-from the quality runs, with the trained U-Net.
+Throughput: images/s of each Blackout sampler over 1000 steps at 1×28×28, with a constant network (the sampler's
+own cost: the binomial / Poisson / rounding draws on the device).
 
-Quality: train `blackout-binarized-mnist` and `blackout-mnist` for a fixed budget, sample
-with the binomial bridge and τ-leaping at 100 and 1000 steps, and score against the test
-split. There is no FID yet (the evaluation suite does not exist), so the scores are:
-  - nll_bits_per_dim: the model's NLL bound on test images (`nll_bound`, the τ-leaping
-    model's likelihood; lower is better), the one score that needs no samples;
-  - hist_tv (classifier-free proxy): total variation between the histogram of pixel counts
-    in the samples and in the test set;
-  - mean_image_rmse (classifier-free proxy): RMS difference, in model space, between the
-    per-pixel mean of the samples and of the test set.
-Both proxies see only first-order statistics: they catch wrong intensities and missing
-strokes, not wrong digits.
+Quality: train `blackout-binarized-mnist` (and, with --presets, `blackout-mnist`) for a fixed budget through
+`diffspace.training.train`, load the EMA model with `diffspace.load`, and score it against the test split:
+  - nll_bits_per_dim ± se: the NLL bound on test images (`elbo_bpd`: the τ-leaping model's bound, exact for the
+    counts, no dequantization), averaged over --repeats stratified draws per image, standard error over the images;
+  - samples generated from the empty image (every count 0) with the binomial bridge and τ-leaping at 100 and 1000
+    steps: domain FID on the packaged MNIST classifier's features against binarized test images (the same
+    classifier on both sides; `domain_fid_data` is the floor, test images against training images), hist_tv
+    (total variation between the histograms of pixel counts) and mean_image_rmse (of the per-pixel means);
+    the binomial bridge's samples at 1000 steps are saved as a PNG grid (--grid, under docs/figures/).
 
-    python benchmarks/blackout.py                     # CUDA when present (preset nets), else the short CPU run
-    python benchmarks/blackout.py --device cpu --train-steps 300 --samples 8
+    python benchmarks/blackout.py --device cpu --threads 1          # the CPU record (about 20 minutes)
+    python benchmarks/blackout.py --device cuda --train-steps 20000   # GPU: the presets' U-Nets and settings
 
-CPU defaults shrink the U-Net (16 channels, 2 levels, no attention) and the budget (300 steps
-of 32 images, lr 2e-3 after 20 warm-up steps) so the whole run takes minutes; CUDA defaults
-use the presets' U-Nets and optimiser settings for 2000 steps of 128 images. Prints a table and writes
-benchmarks/results/blackout-<device>.json.
+CPU defaults shrink the U-Net (16 channels, 2 levels, no attention) and the budget (2000 steps of 32 images, lr 2e-3
+after 100 warm-up steps); CUDA defaults use the presets' U-Nets and optimiser settings for 2000 steps of 128
+images. Prints a table and writes benchmarks/results/blackout-<device>.json.
 """
 
 from __future__ import annotations
@@ -31,16 +27,25 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from diffspace.build import generate, load_run
+import diffspace
+from diffspace.build import generate
 from diffspace.config import load_preset
 from diffspace.data import DataConfig, load_dataset
-from diffspace.samplers import SAMPLERS
-from diffspace.training import train
+from diffspace.images import save_grid, to_uint8
+from diffspace.metrics.bpd import elbo_bpd
+from diffspace.metrics.fid import FeatureStats, fid_from_stats
+from diffspace.metrics.reference import ClassifierFeatures
+from diffspace.process import samplers
+from diffspace.training import read_metrics, train
 
 from records import device_name, write_record
+
+SAMPLERS = samplers()
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 PRESETS = ("blackout-binarized-mnist", "blackout-mnist")
 SAMPLER_NAMES = ("binomial_bridge", "tau_leaping", "stochastic_rounding")
 COMPARED = ("binomial_bridge", "tau_leaping")
@@ -55,9 +60,9 @@ def sync(device: str) -> None:
 
 def sampler_throughput(device: str, batch: int, steps: int) -> list[dict[str, object]]:
     """Images/s of each sampler with a constant network (raw output 0) on the blackout-mnist process."""
-    from diffspace.process import build_process
+    from diffspace.process import DataFacts, build_process
 
-    process = build_process(load_preset("blackout-mnist").process, facts=(1, 28, 28)).to(device)
+    process = build_process(load_preset("blackout-mnist").process, facts=DataFacts((1, 28, 28), 256)).to(device)
 
     def constant(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
@@ -65,7 +70,7 @@ def sampler_throughput(device: str, batch: int, steps: int) -> list[dict[str, ob
     rows = []
     for name in SAMPLER_NAMES:
         generator = torch.Generator(device).manual_seed(0)
-        SAMPLERS[name](process, constant, (batch, 1, 28, 28), 10, generator)
+        SAMPLERS[name](process, constant, (batch, 1, 28, 28), 10, generator)  # warm-up
         sync(device)
         start = time.perf_counter()
         SAMPLERS[name](process, constant, (batch, 1, 28, 28), steps, generator)
@@ -89,63 +94,74 @@ def mean_image_rmse(samples: torch.Tensor, reference: torch.Tensor) -> float:
     return float((samples.mean(0) - reference.mean(0)).pow(2).mean().sqrt())
 
 
-def test_nll(model: torch.nn.Module, images: torch.Tensor, batch: int, device: str) -> float:
-    """Mean NLL bound in bits/dim over `images` (one stratified step draw per image)."""
-    generator = torch.Generator(device).manual_seed(0)
-    total = 0.0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            chunk = images[start : start + batch].to(device)
-            total += float(model.process.nll_bound(model.net, chunk, generator).sum())
-    return total / len(images)
+def domain_features(images: torch.Tensor, levels: int, extractor: ClassifierFeatures) -> torch.Tensor:
+    """Features of the packaged MNIST classifier of model-space images with `levels` levels (as 8-bit pictures)."""
+    return torch.cat([extractor(to_uint8(chunk, levels)) for chunk in images.split(500)])
 
 
-def quality(preset: str, args: argparse.Namespace, data_dir: str | None) -> list[dict[str, object]]:
-    """Train `preset` for the budget, then score bridge and τ-leaping samples at 100 and 1000 steps."""
+def quality(preset: str, args: argparse.Namespace, data_dir: str | None) -> tuple[dict, list[dict[str, object]]]:
+    """Train `preset` for the budget, then its NLL bound and the scores of bridge and τ-leaping samples."""
     overrides = [f"train.steps={args.train_steps}", f"train.batch_size={args.train_batch}",
                  f"train.device={args.device}", "sample.num=0", f"train.checkpoint_every={args.train_steps}",
-                 f"train.log_every={max(1, args.train_steps // 5)}", *(CPU_NET if args.small_net else []),
+                 f"train.log_every={max(1, args.train_steps // 20)}", *(CPU_NET if args.small_net else []),
                  *([f"train.lr={args.lr}"] if args.lr else []),
                  *([f"train.warmup_steps={args.warmup}"] if args.warmup is not None else [])]
     cfg = load_preset(preset).with_overrides(overrides)
     test = load_dataset(DataConfig(name=cfg.data.name, split="test", max_items=args.test_items), data_dir)
+    reference = load_dataset(DataConfig(name=cfg.data.name, split="train", max_items=args.test_items), data_dir)
     levels = test.info.levels
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         train(cfg, run_dir, data_dir=data_dir, quiet=True)
         train_seconds = time.perf_counter() - start
-        _, built, _ = load_run(run_dir, ema=True, data_dir=data_dir)
-    model = built.model.to(args.device)
+        trained = diffspace.load(run_dir, device=args.device)
+        losses = [row["loss"] for row in read_metrics(run_dir)]
+    model = trained.model.eval()
     process = model.process
-    reference = process.to_state(test.images)
     params = sum(p.numel() for p in model.net.parameters())
-    nll = test_nll(model, test.images, args.sample_batch, args.device)
+    nll = elbo_bpd(process, model.net, test.images, levels, repeats=args.repeats,
+                   generator=torch.Generator(args.device).manual_seed(0), batch_size=args.sample_batch)
+    extractor = ClassifierFeatures("mnist", device=args.device)
+    test_stats = FeatureStats.of(domain_features(test.images, levels, extractor))
+    floor = fid_from_stats(FeatureStats.of(domain_features(reference.images, levels, extractor)), test_stats)
+    summary = {"preset": preset, "train_steps": args.train_steps, "train_batch": args.train_batch,
+               "train_seconds": round(train_seconds, 1), "params_M": round(params / 1e6, 3),
+               "nll_bits_per_dim": nll.value, "nll_se": nll.stderr, "nll_images": nll.num, "nll_repeats": args.repeats,
+               "domain_fid_data": floor, "loss_first_last": [losses[0], sum(losses[-3:]) / len(losses[-3:])]}
+    print(f"{preset}: {args.train_steps} steps of {args.train_batch} in {train_seconds:.0f} s; test NLL bound "
+          f"{nll.value:.4f} ± {nll.stderr:.4f} bits/dim ({nll.num} images × {args.repeats} draws); domain FID of "
+          f"training against test images {floor:.3f}", flush=True)
+    counts_reference = process.to_state(test.images)
     rows = []
     for steps in (100, 1000):
         for name in COMPARED:
             sync(args.device)
             start = time.perf_counter()
-            samples, nfe = generate(model, (1, 28, 28), args.samples, name, steps, 0, args.sample_batch,
-                                    torch.device(args.device))
+            samples, nfe = generate(model, tuple(test.images.shape[1:]), args.samples, name,
+                                    steps, 0, args.sample_batch, torch.device(args.device))
             sync(args.device)
             seconds = time.perf_counter() - start
             counts = process.to_state(samples)
+            fid = fid_from_stats(FeatureStats.of(domain_features(samples, levels, extractor)), test_stats)
             rows.append({"preset": preset, "sampler": name, "steps": steps, "samples": args.samples,
-                         "train_steps": args.train_steps, "train_batch": args.train_batch,
-                         "train_seconds": round(train_seconds, 1), "params_M": round(params / 1e6, 3),
-                         "nll_bits_per_dim": round(nll, 4),
-                         "hist_tv": round(histogram_tv(counts, reference, levels), 4),
+                         "domain_fid": fid, "hist_tv": round(histogram_tv(counts, counts_reference, levels), 4),
                          "mean_image_rmse": round(mean_image_rmse(samples, test.images), 4),
                          "images_per_sec": round(args.samples / seconds, 3), "nfe": nfe})
             print(format_quality(rows[-1]), flush=True)
-    return rows
+            if name == "binomial_bridge" and steps == 1000 and args.grid:
+                path = Path(args.grid.format(preset=preset))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_grid(samples[:64], path, levels)
+                summary["grid"] = str(path.relative_to(FIGURES.parents[1]) if path.is_relative_to(FIGURES.parents[1])
+                                      else path)
+                print(f"wrote {path}")
+    return summary, rows
 
 
 def format_quality(row: dict[str, object]) -> str:
     """One line of the quality table."""
-    return (f"{row['preset']:<25} {row['sampler']:<16} {row['steps']:>5} steps  test NLL ≤ {row['nll_bits_per_dim']:.4f} "
-            f"bits/dim  hist TV {row['hist_tv']:.4f}  mean-image RMSE {row['mean_image_rmse']:.4f}  "
+    return (f"{row['preset']:<25} {row['sampler']:<16} {row['steps']:>5} steps  domain FID {row['domain_fid']:.3f}  "
+            f"hist TV {row['hist_tv']:.4f}  mean-image RMSE {row['mean_image_rmse']:.4f}  "
             f"{row['images_per_sec']:.3f} img/s")
 
 
@@ -154,23 +170,29 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu")
-    parser.add_argument("--train-steps", type=int, help="training budget in steps (CUDA 2000, CPU 300)")
+    parser.add_argument("--train-steps", type=int, help="training budget in steps (CUDA 2000, CPU 2000)")
     parser.add_argument("--train-batch", type=int, help="training batch (CUDA 128, CPU 32)")
     parser.add_argument("--lr", type=float, help="learning rate (CUDA: the preset's, CPU 2e-3)")
-    parser.add_argument("--warmup", type=int, help="warm-up steps (CUDA: the preset's, CPU 20)")
-    parser.add_argument("--samples", type=int, help="samples per sampler and step count (CUDA 256, CPU 8)")
+    parser.add_argument("--warmup", type=int, help="warm-up steps (CUDA: the preset's, CPU 100)")
+    parser.add_argument("--samples", type=int, help="samples per sampler and step count (CUDA 1000, CPU 64)")
     parser.add_argument("--sample-batch", type=int, default=256, help="batch of one sampler call")
     parser.add_argument("--throughput-batch", type=int, help="batch of the constant-network throughput runs (CUDA 256, CPU 64)")
-    parser.add_argument("--test-items", type=int, default=2000, help="test images scored (first N)")
+    parser.add_argument("--test-items", type=int, default=1000, help="test images scored (first N)")
+    parser.add_argument("--repeats", type=int, default=4, help="NLL-bound draws averaged per test image")
+    parser.add_argument("--grid", default=str(FIGURES / "{preset}-samples.png"),
+                        help="PNG grid of 64 bridge samples at 1000 steps ({preset} is replaced; '' for none)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--data-dir", default=os.environ.get("DIFFSPACE_DATA"))
-    parser.add_argument("--presets", nargs="*", default=list(PRESETS))
+    parser.add_argument("--presets", nargs="*", default=["blackout-binarized-mnist"], choices=PRESETS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     on_gpu = args.device == "cuda"
-    args.train_steps = args.train_steps or (2000 if on_gpu else 300)
+    args.train_steps = args.train_steps or 2000
     args.lr = args.lr or (None if on_gpu else 2e-3)
-    args.warmup = args.warmup if args.warmup is not None else (None if on_gpu else 20)
+    args.warmup = args.warmup if args.warmup is not None else (None if on_gpu else 100)
     args.train_batch = args.train_batch or (128 if on_gpu else 32)
-    args.samples = args.samples or (256 if on_gpu else 8)
+    args.samples = args.samples or (1000 if on_gpu else 64)
     args.throughput_batch = args.throughput_batch or (256 if on_gpu else 64)
     args.small_net = not on_gpu
     torch.manual_seed(0)
@@ -179,16 +201,19 @@ def main() -> None:
     print(f"{'sampler':<20} {'network':<10} {'batch':>5} {'steps':>5} {'img/s':>10}")
     for row in throughput:
         print(f"{row['sampler']:<20} {row['network']:<10} {row['batch']:>5} {row['steps']:>5} {row['images_per_sec']:>10.2f}")
-    rows = [row for preset in args.presets for row in quality(preset, args, args.data_dir)]
+    runs = [quality(preset, args, args.data_dir) for preset in args.presets]
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     record = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_average_1_5_15min": load,
               "budget": {"train_steps": args.train_steps, "train_batch": args.train_batch, "lr": args.lr,
-                         "warmup_steps": args.warmup, "samples": args.samples, "test_items": args.test_items},
+                         "warmup_steps": args.warmup, "samples": args.samples, "test_items": args.test_items,
+                         "repeats": args.repeats},
               "network": "presets' U-Nets" if on_gpu else "U-Net " + " ".join(CPU_NET),
-              "scores": "nll_bits_per_dim = NLL bound on test images; hist_tv and mean_image_rmse are "
-                        "classifier-free proxies (no FID yet)",
-              "throughput": throughput, "quality": rows}
+              "scores": "nll_bits_per_dim = NLL bound on test images (± se over images); domain_fid on the packaged "
+                        "MNIST classifier's features against the test images (domain_fid_data: training images "
+                        "against test images); hist_tv and mean_image_rmse are first-order proxies",
+              "throughput": throughput, "runs": [summary for summary, _ in runs],
+              "quality": [row for _, rows in runs for row in rows]}
     write_record("blackout", args.device, record)
 
 

@@ -13,6 +13,9 @@ samples) and far from converged: they show the trend and the pipeline, not the p
 On a GPU raise --resolution 28 --size small --steps 30000 --num 10000 --fid.
 
     python benchmarks/gud_softness.py --data mnist --out benchmarks/results/gud_softness.json
+
+Besides the JSON record it writes the table (.md) and, with matplotlib, the figure (.png) beside it
+(`plot_gud_softness.py` redraws the figure from a record).
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ import torch
 from diffspace.config import load_preset
 from diffspace.evaluate import EvalOptions, evaluate_model
 from diffspace.model import load
+from diffspace.plots import PlotMissing
 from diffspace.training import train
+
+from plot_gud_softness import draw
 
 HIERARCHIES = (0.4, 0.7, 1.0, 1.3, 1.6)
 PRIORS = {
@@ -127,6 +133,10 @@ def main() -> None:
     markdown = table(rows, args.fid)
     out.with_suffix(".md").write_text(markdown + "\n")
     print(markdown)
+    try:
+        print(f"figure: {draw(out, out.with_suffix('.png'))}")
+    except PlotMissing as err:
+        print(f"no figure: {err}")
 
 
 if __name__ == "__main__":

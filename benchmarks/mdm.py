@@ -1,16 +1,18 @@
 """Multivariate diffusions on MNIST: test-set bits/dim at an equal training budget, and the kernel's cost.
 
-VP, CLD, MALDA and the learned K = 2 diffusion are trained from the `mdm-mnist-*` presets with the
-same network, seed, batch and number of steps (on CPU a small U-Net and a short run, set by the
-flags), then evaluated on the first `--test-items` MNIST test images: the negative ELBO in bits/dim
-of the discrete images (uniform dequantization, logit transform) with and without the truncation
-offset, ± standard errors, from the EMA weights. The kernel share is the time of one step's K×K
-work (the kernel at the batch's times, the importance table, the kernel at t_min and 1, and for the
-learned diffusion the backward pass through them; median of 50) divided by the mean time of a
+VP (the paper's VPSDE, D = ½), CLD and the learned K = 2 diffusion (and, with --only, MALDA) are trained from the
+`mdm-mnist-*` presets with the same network, seed, batch, learning rate and number of steps (on CPU a small U-Net
+on 14×14 digits, set by the flags), then evaluated on the first `--test-items` MNIST test images at the same
+resolution (`elbo_bpd`, the EMA weights of `diffspace.load`): the negative ELBO in bits/dim of the discrete images
+(uniform dequantization, logit transform), with and without the truncation offset, averaged over `--repeats`
+draws per image, ± standard errors over the images. Every diffusion sees the same test images and the same random
+draws, so differences to CLD are paired (± their own standard error). The kernel share is the time of one step's
+K×K work (`kernel_seconds`: the importance draw of t, the kernel at the batch's times and at t_min and 1, for the
+learned diffusion a rebuilt importance table and the backward pass; median of 50) over the mean time of a
 training step (forward, backward, clipping, AdamW, EMA).
 
-    DIFFSPACE_DATA=/path/to/data python benchmarks/mdm.py                 # CPU-sized defaults
-    python benchmarks/mdm.py --steps 20000 --batch 128 --paper-net        # GPU run, paper U-Net
+    DIFFSPACE_DATA=/path/to/data python benchmarks/mdm.py --threads 1          # CPU: 3000 steps, 14×14
+    python benchmarks/mdm.py --resolution 28 --steps 20000 --batch 128 --paper-net  # GPU run, paper U-Net
 
 Prints a table and writes benchmarks/results/mdm-<device>.json.
 """
@@ -18,36 +20,42 @@ Prints a table and writes benchmarks/results/mdm-<device>.json.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 
 import torch
 
-from diffspace.build import load_run
+import diffspace
 from diffspace.config import load_preset
 from diffspace.data import DataConfig, load_dataset
-from diffspace.families.multivariate.process import dataset_bpd
+from diffspace.metrics.bpd import elbo_bpd
 from diffspace.training import train
 
 from records import device_name, write_record
 DIFFUSIONS = ("vp", "cld", "malda", "learned2")
+DEFAULT = ("vp", "cld", "learned2")
 SMALL_NET = ["model.channels=16", "model.channel_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=7"]
 
 
 def kernel_seconds(process: torch.nn.Module, batch: int, device: torch.device, repeats: int = 50) -> float:
-    """Median seconds of one training step's K×K work: importance table, kernel at B times, kernel at the
-    ends, and (for a learned diffusion) the backward pass through them. The median resists the load of
-    a shared machine."""
+    """Median seconds of one training step's K×K work, as `elbo_terms` does it: the importance draw of t, the kernel at
+    the B times and at (t_min, 1) (`kernel_with_ends`), the weight M and, for a learned diffusion, a new value of
+    (Q, D) each time (as after an optimizer step: the importance table is rebuilt) and the backward pass through all
+    of it. The median resists the load of a shared machine."""
     generator = torch.Generator(device).manual_seed(0)
-    ends = torch.tensor([process.t_min, 1.0], dtype=torch.float64, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    learned = any(p.requires_grad for p in process.parameters())
+    params = [p for p in process.parameters() if p.requires_grad]
 
     def work() -> None:
+        if params:
+            with torch.no_grad():
+                for p in params:
+                    p.add_(0.0)  # an optimizer step: a new version of the parameters
         t, _ = process.importance_times(batch, generator, device)
-        kernels = (process.kernel(t), process.kernel(ends))
-        if learned:
-            sum(k.chol.sum() + k.linv.sum() + k.phi.sum() for k in kernels).backward()
+        kernels = process.kernel_with_ends(t)
+        if params:
+            sum(k.chol.sum() + k.linv.sum() + k.phi.sum() + k.weight().sum() for k in kernels).backward()
 
     work()
     times = []
@@ -57,58 +65,92 @@ def kernel_seconds(process: torch.nn.Module, batch: int, device: torch.device, r
         work()
         sync()
         times.append(time.perf_counter() - start)
+    for p in params:
+        p.grad = None
     return sorted(times)[len(times) // 2]
 
 
 def run(name: str, args: argparse.Namespace, device: str, test_images: torch.Tensor) -> dict[str, object]:
-    """Train one diffusion, evaluate it, time its kernel; one result row."""
+    """Train one diffusion, evaluate it, time its kernel; one result row (per-image bits/dim kept for pairing)."""
     overrides = [f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"train.lr={args.lr}",
                  f"train.device={device}", "train.bf16=off", "sample.num=0", f"train.seed={args.seed}",
-                 f"train.checkpoint_every={args.steps}", f"train.log_every={max(1, args.steps // 10)}"]
+                 f"train.checkpoint_every={args.steps}", f"train.log_every={max(1, args.steps // 10)}",
+                 f"data.resolution={args.resolution}", f"train.warmup_steps={min(100, args.steps // 10)}"]
     cfg = load_preset(f"mdm-mnist-{name}").with_overrides(overrides + ([] if args.paper_net else SMALL_NET))
     with tempfile.TemporaryDirectory() as run_dir:
+        began = time.perf_counter()
         result = train(cfg, run_dir, quiet=True)
-        _, built, _ = load_run(run_dir)
-    model = built.model.to(device)
-    process = model.process
-    report = dataset_bpd(process, model.net, test_images, torch.Generator(device).manual_seed(1),
-                         batch_size=args.eval_batch)
+        train_seconds = time.perf_counter() - began
+        trained = diffspace.load(run_dir, device=device)
+    model = trained.model.eval()
+    process, levels = model.process, trained.facts.levels
+    reports = {}
+    for offset in (True, False):  # the same seed: the same dequantization, times and noise for both bounds
+        bound = None if offset else (lambda net, x, gen, **cond: process.elbo_terms(net, x, gen, cond).bpd(offset=False))
+        reports[offset] = elbo_bpd(process, model.net, test_images, levels, repeats=args.repeats, bound=bound,
+                                   generator=torch.Generator(device).manual_seed(1), batch_size=args.eval_batch)
     step_seconds = args.batch / result.images_per_sec
     kernel = kernel_seconds(process, args.batch, torch.device(device))
     q, d = (m.detach().cpu().tolist() for m in process.matrices())
     return {"diffusion": name, "num_vars": process.num_vars, "steps": args.steps, "batch": args.batch,
             "params_M": round(sum(p.numel() for p in model.net.parameters()) / 1e6, 3),
-            "bpd": report.bpd, "bpd_se": report.bpd_se, "bpd_no_offset": report.bpd_no_offset,
-            "bpd_no_offset_se": report.bpd_no_offset_se, "test_items": report.num,
+            "bpd": reports[True].value, "bpd_se": reports[True].stderr, "bpd_no_offset": reports[False].value,
+            "bpd_no_offset_se": reports[False].stderr, "test_items": reports[True].num, "repeats": args.repeats,
+            "train_seconds": round(train_seconds, 1),
             "step_ms": 1000 * step_seconds, "kernel_ms": 1000 * kernel, "kernel_share": kernel / step_seconds,
-            "Q": q, "D": d}
+            "Q": q, "D": d, "per_image": reports[True].per_image}
+
+
+def paired(rows: list[dict], reference: str = "cld") -> None:
+    """Add to each row its paired difference of bits/dim to `reference` (same images, same draws) ± standard error."""
+    base = next((r for r in rows if r["diffusion"] == reference), None)
+    for row in rows:
+        if base is None:
+            row["minus_cld"] = row["minus_cld_se"] = None
+            continue
+        diff = row["per_image"] - base["per_image"]
+        row["minus_cld"] = float(diff.mean())
+        row["minus_cld_se"] = float(diff.std() / math.sqrt(len(diff))) if row is not base else 0.0
 
 
 def main() -> None:
     """Run every diffusion, print the table, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps per diffusion")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per diffusion")
     parser.add_argument("--batch", type=int, default=32, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (the presets' 2e-4 suits long runs)")
+    parser.add_argument("--resolution", type=int, default=14, help="train and evaluate at N×N (28 = native)")
     parser.add_argument("--test-items", type=int, default=1000, help="MNIST test images evaluated")
+    parser.add_argument("--repeats", type=int, default=4, help="ELBO draws averaged per test image")
     parser.add_argument("--eval-batch", type=int, default=250, help="evaluation batch size")
     parser.add_argument("--seed", type=int, default=0, help="training seed (same for every diffusion)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--paper-net", action="store_true", help="the presets' 128-channel U-Net, not the small one")
-    parser.add_argument("--only", nargs="*", default=list(DIFFUSIONS), choices=DIFFUSIONS, help="diffusions to run")
+    parser.add_argument("--only", nargs="*", default=list(DEFAULT), choices=DIFFUSIONS, help="diffusions to run")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    test = load_dataset(DataConfig(name="mnist", split="test", max_items=args.test_items)).images
+    test = load_dataset(DataConfig(name="mnist", split="test", max_items=args.test_items,
+                                   resolution=args.resolution)).images
     rows = []
-    print(f"{'diffusion':<10} {'K':>2} {'bpd':>16} {'bpd (no offset)':>16} {'step ms':>9} {'kernel ms':>9} {'share':>7}")
+    print(f"{'diffusion':<10} {'K':>2} {'bpd':>16} {'bpd (no offset)':>16} {'train s':>8} {'step ms':>9} "
+          f"{'kernel ms':>9} {'share':>7}")
     for name in args.only:
         row = run(name, args, device, test)
         rows.append(row)
         print(f"{name:<10} {row['num_vars']:>2} {row['bpd']:>8.3f} ± {row['bpd_se']:.3f} "
-              f"{row['bpd_no_offset']:>8.3f} ± {row['bpd_no_offset_se']:.3f} {row['step_ms']:>9.1f} "
-              f"{row['kernel_ms']:>9.2f} {100 * row['kernel_share']:>6.2f}%", flush=True)
+              f"{row['bpd_no_offset']:>8.3f} ± {row['bpd_no_offset_se']:.3f} {row['train_seconds']:>8.0f} "
+              f"{row['step_ms']:>9.1f} {row['kernel_ms']:>9.2f} {100 * row['kernel_share']:>6.2f}%", flush=True)
+    paired(rows)
+    for row in rows:
+        del row["per_image"]
+        if row["minus_cld"] is not None:
+            print(f"{row['diffusion']:<10} − cld: {row['minus_cld']:+.3f} ± {row['minus_cld_se']:.3f} bits/dim (paired)")
     record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "net": "paper" if args.paper_net else " ".join(SMALL_NET),
-              "lr": args.lr, "seed": args.seed, "results": rows}
+              "resolution": args.resolution, "lr": args.lr, "seed": args.seed, "steps": args.steps,
+              "batch": args.batch, "repeats": args.repeats, "test_items": args.test_items, "results": rows}
     write_record("mdm", device, record)
 
 

@@ -20,7 +20,7 @@ FNO throughput (the issue's size: 14 modes, width 32, 4 layers, batch 128): trai
 at 32×32 (`Trainer.train_step`, random data) and sampling images/s at 64×64 for 200
 Euler–Maruyama steps (measured over --sample-steps steps and scaled to 200).
 
-    python benchmarks/multilevel.py                 # CPU-sized cases, both presets
+    python benchmarks/multilevel.py --threads 1     # CPU-sized cases, both presets
     python benchmarks/multilevel.py --cases grf     # one case
     python benchmarks/multilevel.py --full          # the presets' own sizes (GPU)
 
@@ -61,15 +61,15 @@ CASES: dict[str, tuple[str, list[str], int, int, float]] = {
 FULL: dict[str, tuple[int, int, float]] = {"grf": (32, 6000, 2 / 3), "mnist": (28, 20000, 0.7)}
 
 
-def run_config(case: str, mode: str, device: str, full: bool) -> RunConfig:
-    """The case's config for `mode` ("off": single level at N, "schedule": N/2 then N)."""
+def run_config(case: str, mode: str, device: str, full: bool, seed: int = 0) -> RunConfig:
+    """The case's config for `mode` ("off": single level at N, "schedule": N/2 then N), trained with `seed`."""
     preset, overrides, fine, steps, coarse = CASES[case]
     if full:
         overrides = []
         fine, steps, coarse = FULL[case]
     first = int(round(steps * coarse))
     total = steps if mode == "off" else first + steps
-    common = [*overrides, f"train.steps={total}", f"train.device={device}", "sample.num=0",
+    common = [*overrides, f"train.steps={total}", f"train.device={device}", "sample.num=0", f"train.seed={seed}",
               f"train.log_every={steps}", f"train.checkpoint_every={steps}", "multilevel.batch_sizes="]
     if mode == "off":
         return load_preset(preset).with_overrides([*common, "multilevel.mode=off", "multilevel.resolutions=",
@@ -138,16 +138,19 @@ def sample_metrics(cfg: RunConfig, built: Built, resolution: int, num: int, step
     return function_metrics(samples, data, generator=torch.Generator().manual_seed(0)).as_dict()
 
 
-def compare(case: str, device: str, full: bool, eval_every: int, num_samples: int, sample_steps: int) -> dict:
-    """Both runs of one case: loss curves, time to L*, ratio, sample metrics at N and 2N."""
+def compare(case: str, device: str, full: bool, eval_every: int, num_samples: int, sample_steps: int,
+            seed: int = 0, sample: bool = True) -> dict:
+    """Both runs of one case with one training seed: loss curves, time to L*, ratio, and (when `sample`) sample
+    metrics at N and 2N."""
     runs, target = {}, None
     for mode in ("off", "schedule"):
-        cfg = run_config(case, mode, device, full)
+        cfg = run_config(case, mode, device, full, seed)
         fine = FULL[case][0] if full else CASES[case][2]
         val = held_out(cfg, 512, fine)
         curve, built = train_curve(cfg, val, eval_every, device, stop_at=target)
         target = sum(c["val_loss"] for c in curve[-3:]) / 3 if target is None else target
-        metrics = {str(r): sample_metrics(cfg, built, r, num_samples, sample_steps, device) for r in (fine, 2 * fine)}
+        metrics = ({str(r): sample_metrics(cfg, built, r, num_samples, sample_steps, device) for r in (fine, 2 * fine)}
+                   if sample else {})
         runs["single" if mode == "off" else "multilevel"] = {
             "levels": list(cfg.multilevel.resolutions) or [fine], "steps": list(cfg.multilevel.steps) or [cfg.train.steps],
             "steps_run": curve[-1]["step"], "curve": curve, "train_seconds": curve[-1]["seconds"], "metrics": metrics}
@@ -155,8 +158,34 @@ def compare(case: str, device: str, full: bool, eval_every: int, num_samples: in
     ratio = reach["multilevel"] / reach["single"] if reach["multilevel"] and reach["single"] else None
     budget = min(run["train_seconds"] for run in runs.values())
     same_time = {name: loss_at(run["curve"], budget) for name, run in runs.items()}
-    return {"case": case, "target_loss": target, "time_to_target": reach, "ratio": ratio,
+    return {"case": case, "seed": seed, "target_loss": target, "time_to_target": reach, "ratio": ratio,
             "equal_time_seconds": budget, "loss_at_equal_time": same_time, "runs": runs}
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """One flat row per case over its seeds: times to L*, the ratio mean ± standard error over seeds (a seed whose
+    multilevel run did not reach L* counts with its whole training time, a lower bound of its ratio, and is counted
+    in `not_reached`), and the first seed's SW₂ at N and 2N."""
+    rows = []
+    for case in dict.fromkeys(r["case"] for r in results):
+        runs = [r for r in results if r["case"] == case]
+        ratios = [r["ratio"] if r["ratio"] is not None
+                  else r["runs"]["multilevel"]["train_seconds"] / r["time_to_target"]["single"] for r in runs]
+        mean = sum(ratios) / len(ratios)
+        se = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5 if len(ratios) > 1 else None
+        first = runs[0]
+        row = {"case": case, "seeds": len(runs), "target_loss": first["target_loss"],
+               "single_s": sum(r["time_to_target"]["single"] or 0 for r in runs) / len(runs),
+               "multilevel_s": sum(r["time_to_target"]["multilevel"] or r["runs"]["multilevel"]["train_seconds"]
+                                   for r in runs) / len(runs),
+               "ratio": mean, "ratio_se": se, "ratios": ratios, "not_reached": sum(r["ratio"] is None for r in runs),
+               "coarse_steps": first["runs"]["multilevel"]["steps"][0],
+               "fine_steps_run": first["runs"]["multilevel"]["steps_run"] - first["runs"]["multilevel"]["steps"][0]}
+        for name in ("single", "multilevel"):
+            for res, m in first["runs"][name]["metrics"].items():
+                row[f"sw2_{name}_{res}"] = m["sliced_wasserstein"]
+        rows.append(row)
+    return rows
 
 
 def throughput(device: str, sample_steps: int) -> dict:
@@ -173,7 +202,7 @@ def throughput(device: str, sample_steps: int) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         info = DatasetInfo("grf", 1, (32, 32), (-1.0, 1.0), None, None)
         trainer = Trainer(cfg, Path(run_dir), World(), device, None, True,
-                          Built(ImageDataset(images, None, info), Model(net, process)))
+                          Built(ImageDataset(images, None, info), Model(net, process), cfg))
         trainer.train_step()
         sync()
         start, steps = time.perf_counter(), 3 if device == "cpu" else 20
@@ -204,15 +233,21 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128, help="samples per resolution for the metrics")
     parser.add_argument("--sample-steps", type=int, default=100, help="Euler–Maruyama steps for the metrics")
     parser.add_argument("--throughput-steps", type=int, default=5, help="timed EM steps at 64×64 (scaled to 200)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per case (sample metrics: the first)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "full": args.full, "sample_steps": args.sample_steps,
               "samples": args.samples, "cases": [], "throughput": None}
     for case in args.cases.split(","):
-        result = compare(case, device, args.full, args.eval_every, args.samples, args.sample_steps)
-        record["cases"].append(result)
-        print_case(result)
+        for seed in range(args.seeds):
+            result = compare(case, device, args.full, args.eval_every, args.samples, args.sample_steps, seed,
+                             sample=seed == 0)
+            record["cases"].append(result)
+            print_case(result)
     record["throughput"] = throughput(device, args.throughput_steps)
     t = record["throughput"]
     print(f"FNO {t['fno']} ({t['params_M']}M params), batch 128 on {device}: "
@@ -223,22 +258,29 @@ def main() -> None:
         ran = {case["case"] for case in record["cases"]}
         earlier = [case for case in json.loads(path.read_text())["cases"] if case["case"] not in ran]
         record["cases"] = earlier + record["cases"]
+    record["summary"] = summarise(record["cases"])
+    for row in record["summary"]:
+        se = "" if row["ratio_se"] is None else f" ± {row['ratio_se']:.2f}"
+        print(f"{row['case']}: ratio multilevel / single wall time to L* {row['ratio']:.2f}{se} over {row['seeds']} "
+              f"seeds ({', '.join(f'{r:.2f}' for r in row['ratios'])}; {row['not_reached']} not reached)")
     write_record("multilevel", device, record)
 
 
 def print_case(result: dict) -> None:
     """The table of one case."""
-    print(f"\n{result['case']}: target L* = {result['target_loss']:.4f} (single-level final fine validation loss)")
+    print(f"\n{result['case']} (seed {result.get('seed', 0)}): target L* = {result['target_loss']:.4f} (single-level "
+          "final fine validation loss)")
     print(f"{'run':<11} {'levels':<9} {'steps run/max':<15} {'train s':>8} {'s to L*':>8}  "
           f"{'res':>4} {'SW2':>7} {'MMD²':>9}  spectrum rel. error per octave")
     for name, run in result["runs"].items():
         reach = result["time_to_target"][name]
+        lead = (f"{name:<11} {'→'.join(map(str, run['levels'])):<9} {str(run['steps_run']) + '/' + '+'.join(map(str, run['steps'])):<15} "
+                f"{run['train_seconds']:>8.1f} {reach if reach is None else round(reach, 1)!s:>8}")
+        if not run["metrics"]:
+            print(lead)
         for i, (res, m) in enumerate(run["metrics"].items()):
-            lead = (f"{name:<11} {'→'.join(map(str, run['levels'])):<9} {str(run['steps_run']) + '/' + '+'.join(map(str, run['steps'])):<15} "
-                    f"{run['train_seconds']:>8.1f} {reach if reach is None else round(reach, 1)!s:>8}") if i == 0 \
-                else " " * 54
             bands = " ".join(f"{e:.2f}" for e in m["spectrum_error"])
-            print(f"{lead}  {res:>4} {m['sliced_wasserstein']:>7.3f} {m['riesz_mmd']:>9.5f}  {bands}")
+            print(f"{lead if i == 0 else ' ' * 54}  {res:>4} {m['sliced_wasserstein']:>7.3f} {m['riesz_mmd']:>9.5f}  {bands}")
     ratio = result["ratio"]
     print(f"ratio multilevel / single wall time to L*: {'not reached' if ratio is None else f'{ratio:.2f}'}")
     same = result["loss_at_equal_time"]

@@ -21,10 +21,12 @@ def record_path(benchmark: str, device: str) -> Path:
     return RESULTS / f"{benchmark}-{device}.json"
 
 
-def write_record(benchmark: str, device: str, record: dict) -> Path:
-    """Write the record as indented JSON, print where, and return the path."""
-    path = record_path(benchmark, device)
-    path.parent.mkdir(exist_ok=True)
+def write_record(benchmark: str, device: str, record: dict, path: Path | None = None, quiet: bool = False) -> Path:
+    """Write the record as indented JSON to `path` (default: `record_path`), print where unless quiet, and return
+    the path."""
+    path = record_path(benchmark, device) if path is None else Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")
     return path

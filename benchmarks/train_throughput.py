@@ -60,7 +60,7 @@ def measure(case: str, device: str, bf16: str, compile: bool, warmup: int, steps
     net = build_net(cfg.model, *process.network_channels(shape[0]), shape[1:])
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir), World(), device, None, True, Built(ImageDataset(images, None, info),
-                                                                                  Model(net, process)))
+                                                                                  Model(net, process), cfg))
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         for _ in range(warmup):
             trainer.train_step()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from diffspace.families.gaussian.oracle import GaussianOracle, covariance_in_basis
 from diffspace.families.gaussian.priors import power_law_prior
-from diffspace.families.gaussian import GaussianConfig
+from diffspace.families.gaussian import GaussianConfig, GaussianDiffusion
 from diffspace.process import build_process
 from diffspace.spaces import FourierBasis
 

@@ -24,6 +24,7 @@ from diffspace.families.blackout.oracle import BlackoutPosterior
 from diffspace.families.blackout.process import BlackoutDiffusion, poisson_loss, survival_schedule
 from diffspace.families.blackout.samplers import SAMPLERS, strided_steps
 from diffspace.process import DataFacts, build_process, resolve_config
+from host_reads import host_reads
 
 ALPHA = 1e-4
 MAX = 15
@@ -114,6 +115,23 @@ def test_samplers_evaluate_the_network_at_the_strided_times() -> None:
     result = SAMPLERS["binomial_bridge"](process, net, (3, 1, 2, 2), 7, gen(0))
     assert result.nfe == 7
     assert seen == pytest.approx([k / 100 for k in strided_steps(100, 7)[:-1]])
+
+
+@pytest.mark.parametrize("name", ["binomial_bridge", "tau_leaping", "stochastic_rounding"])
+def test_a_sampler_step_reads_nothing_back_from_the_device(name: str) -> None:
+    """No host read (on CUDA: no synchronisation) per step: the schedule is indexed with the steps as integers, and
+    the network sees t = k/T computed in float32 as in training."""
+    process = BlackoutDiffusion((1, 2, 2), MAX, 100, 10.0)
+    seen: list[torch.Tensor] = []
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    reads = [host_reads(lambda: SAMPLERS[name](process, net, (3, 1, 2, 2), steps, gen(0))) for steps in (5, 20)]
+    assert reads[0] == reads[1]
+    k = torch.tensor(strided_steps(100, 20)[3])
+    assert torch.equal(seen[-20 + 3], (k.to(torch.float32) / 100).expand(3))
 
 
 # ----- forward process -----------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_train_resume_sample_and_export(tmp_path: Path, monkeypatch: pytest.Monk
     (["train", "data.split=tset"], 2, "data.split must be one of train, test; got 'tset' (did you mean 'test'?)"),
     (["train", "data.resolution=-8"], 2, "data.resolution must be ≥ 0; got -8"),
     (["train", "process.kind=blackout", "process.softness=0.3"], 2,
-     "process.softness is a knob of the gaussian family, but process.kind is 'blackout'"),
+     "process.softness is a knob of the gaussian and flow families, but process.kind is 'blackout'"),
     (["train", "process.softness=0.3"], 2, "process.softness is read by the soft-conditioning schedule only"),
     (["train", "process.kind=blackot"], 2, "unknown process.kind 'blackot' (did you mean 'blackout'?)"),
     (["sample", "--run", "no/such/run", "--num", "2", "--out", "x.png", "--batch-size", "0"], 2,
@@ -115,7 +115,7 @@ def test_data_check_reports_missing_files_with_status_1(tmp_path: Path, capsys: 
     code, out, _ = _run(["data", "check", "mnist", "--data-dir", str(tmp_path)], capsys)
     assert code == 1 and "missing" in out
     code, out, _ = _run(["data", "check", "digits"], capsys)
-    assert code == 0 and "built into scikit-learn" in out
+    assert code == 0 and "shipped with diffspace" in out and "SHA-256 verified" in out
 
 
 def test_the_installed_command_runs_without_tracebacks(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_the_installed_command_runs_without_tracebacks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["presets"], ["train", "--help"], ["sample", "--help"],
-                                  ["eval", "--help"]])
+                                  ["eval", "--help"], ["plot", "--help"]])
 def test_version_help_and_presets_do_not_import_torch(argv: list[str]) -> None:
     """These answer at once (the issue measured 3.4–4 s, all of it `import torch`): the modules loaded by the
     command, not the wall time, are checked."""

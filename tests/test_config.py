@@ -92,7 +92,7 @@ def test_bad_overrides_name_the_key(override: str, expected: str) -> None:
 
 @pytest.mark.parametrize(("override", "expected"), [
     ("model.channel_mult=1,x", r"model.channel_mult\[1\] must be an integer"),
-    ("model.channels=0", "channels must be a positive int"),
+    ("model.channels=0", r"model.channels must be ≥ 1; got 0"),
     ("process.basis=dtc", "did you mean 'dct'"),
 ])
 def test_values_the_building_sections_reject_are_config_errors(override: str, expected: str) -> None:

@@ -13,6 +13,8 @@ import math
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -37,7 +39,7 @@ from diffspace.data import (
     load_dataset,
     to_levels,
 )
-from diffspace.data.files import IDX_MIRRORS, IDX_SHA256
+from diffspace.data.files import IDX_MIRRORS, IDX_SHA256, read_digits
 from diffspace.data.idx import parse_idx
 from diffspace.data.registry import LOADERS
 from diffspace.resolution import resize
@@ -97,8 +99,6 @@ def test_levels_round_trip_and_endpoints(levels: int) -> None:
 
 
 def test_digits_shape_range_levels_and_round_trip() -> None:
-    from sklearn.datasets import load_digits as sklearn_digits
-
     train = load_dataset(DataConfig(name="digits", split="train"))
     test = load_dataset(DataConfig(name="digits", split="test"))
     assert train.images.shape == (1500, 1, 8, 8) and test.images.shape == (297, 1, 8, 8)
@@ -106,10 +106,43 @@ def test_digits_shape_range_levels_and_round_trip() -> None:
     assert train.info.levels == 17 and train.info.value_range == (0.0, 16.0) and train.info.num_classes == 10
     both = torch.cat([train.images, test.images])
     assert both.min().item() == -1.0 and both.max().item() == 1.0
-    raw = sklearn_digits()
+    assert torch.equal(from_levels(to_levels(both, 17), 17), both)
+    labels = torch.cat([train.labels, test.labels])
+    assert torch.equal(torch.bincount(labels), torch.tensor([178, 182, 177, 183, 181, 182, 181, 179, 174, 180]))
+
+
+def test_packaged_digits_equal_scikit_learns_bit_for_bit() -> None:
+    """The shipped digits.npz holds exactly sklearn.datasets.load_digits(), in its order (so the same split)."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets", reason="compares with scikit-learn's copy")
+    raw = sklearn_datasets.load_digits()
+    train = load_dataset(DataConfig(name="digits", split="train"))
+    test = load_dataset(DataConfig(name="digits", split="test"))
+    both = torch.cat([train.images, test.images])
     assert torch.equal(to_levels(both, 17)[:, 0], torch.from_numpy(raw.images.astype(np.int64)))
     assert torch.equal(torch.cat([train.labels, test.labels]), torch.from_numpy(raw.target.astype(np.int64)))
-    assert torch.equal(from_levels(to_levels(both, 17), 17), both)
+    images, labels = read_digits()
+    assert np.array_equal(images.astype(np.float64), raw.images) and np.array_equal(labels, raw.target)
+
+
+def test_digits_load_without_scikit_learn(tmp_path: Path) -> None:
+    """With scikit-learn unimportable the digits still load (and scikit-learn is never imported)."""
+    code = ("import sys\nsys.modules['sklearn'] = None\n"
+            "from diffspace.data import DataConfig, load_dataset\n"
+            "data = load_dataset(DataConfig(name='digits', split='test'))\n"
+            "print(tuple(data.images.shape), int(data.labels[0]), int(data.labels[-1]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(297,", "1,", "8,", "8)", "1", "8"]
+
+
+def test_a_damaged_packaged_digits_file_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = read_digits()
+    images = images.copy()
+    images[0, 0, 0] ^= 1
+    np.savez_compressed(tmp_path / "digits.npz", images=images, labels=labels)
+    monkeypatch.setattr("diffspace.data.files.resources.files", lambda package: tmp_path)
+    with pytest.raises(DataError, match="images in the packaged file .* are not the published ones"):
+        load_dataset(DataConfig(name="digits"))
 
 
 # ---------------------------------------------------------------- MNIST family (real data)

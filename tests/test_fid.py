@@ -147,9 +147,9 @@ def test_missing_weights_name_the_install_command(monkeypatch: pytest.MonkeyPatc
 def test_inception_network_contract_and_fid_sanity() -> None:
     """The packaged network: (N, 2048) features; FID of 4 digit images against themselves ≈ 0 (same
     rank-deficient bound as above) and against their inverted copies > 0."""
-    from sklearn.datasets import load_digits
+    from diffspace.data.files import read_digits
 
-    images = torch.from_numpy(load_digits().images[:4] * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
+    images = torch.from_numpy(read_digits()[0][:4] * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
     net = InceptionFeatures(device="cpu")
     features = net(images)
     assert features.shape == (4, INCEPTION_DIM) and torch.isfinite(features).all()

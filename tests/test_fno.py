@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from diffspace.nets import FNO, NetConfig, SpectralConv2d, build_net
-from diffspace.nets.fno import frequency_rows
+from diffspace.nets.fno import kept_modes, linear_per_pixel
 from diffspace.resolution import spectral_resize
 
 SMALL_FNO = NetConfig(kind="fno", modes=6, width=12, layers=3)
+
+#: Written by the FNO of commit dcacd4d (1×1 convolutions, modes gathered by index): its state dict
+#: (modes 4, width 8, 2 layers, cond key "resolution", 2 → 3 channels, random output layer) and its
+#: outputs on fixed inputs at 12×10 and 5×6 (below 2·modes − 1 = 7, so modes are dropped there).
+FNO_V1 = Path(__file__).parent / "fixtures" / "fno-v1.pt"
 
 
 def _fno(cfg: NetConfig = SMALL_FNO, channels: int = 1, seed: int = 0) -> FNO:
@@ -73,10 +80,44 @@ def test_spectral_conv_multiplies_each_kept_mode_by_its_weight() -> None:
         assert conv(dropped).abs().max() < 1e-12
 
 
-def test_frequency_rows_drop_what_the_grid_cannot_resolve() -> None:
-    assert frequency_rows(16, 6).tolist() == [0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15]
-    assert frequency_rows(8, 6).tolist() == [0, 1, 2, 3, 5, 6, 7]  # ±4 is the Nyquist alias: dropped
-    assert frequency_rows(7, 6).tolist() == [0, 1, 2, 3, 4, 5, 6]
+def test_linear_per_pixel_is_the_linear_layer_on_every_pixel() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 5).double()
+    v = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    expected = layer(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(linear_per_pixel(layer, v), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_kept_modes_drop_what_the_grid_cannot_resolve() -> None:
+    """Rows kept: [0, m′) and [size − m′ + 1, size), i.e. 0, ±1, …, ±(m′ − 1)."""
+    assert kept_modes(16, 6) == 6  # rows 0…5 and 11…15
+    assert kept_modes(8, 6) == 4  # rows 0…3 and 5…7: ±4 is the Nyquist alias, dropped
+    assert kept_modes(7, 6) == 4  # rows 0…3 and 4…6
+    assert kept_modes(1, 6) == 1  # the mean only
+
+
+@pytest.mark.parametrize(("hw", "modes"), [((12, 10), 4), ((6, 5), 4), ((9, 8), 3), ((1, 3), 2)])
+def test_spectral_conv_gradients_are_exact(hw: tuple[int, int], modes: int) -> None:
+    """The hand-written backward (adjoint FFTs, ∂L/∂R with the Hermitian factor 2 at k_x > 0) against finite
+    differences in float64, on grids that keep every mode and on grids too coarse for some."""
+    torch.manual_seed(0)
+    conv = SpectralConv2d(2, 3, modes).double()
+    v = torch.randn(2, 2, *hw, dtype=torch.float64, requires_grad=True)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, w: torch.func.functional_call(conv, {"weight": w}, (v,)), (v, weight))
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(conv, {"weight": w}, (v.detach(),)),
+                                    (weight,))
+
+
+def test_spectral_conv_transforms_in_float32_under_bf16_autocast() -> None:
+    """Under autocast the FFTs and the mode mixing run in float32 on the bf16 input; only the result is bf16."""
+    torch.manual_seed(0)
+    conv = SpectralConv2d(4, 4, modes=3)
+    v = torch.randn(2, 4, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(v)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, conv(v.float()).bfloat16())
 
 
 def test_runs_below_twice_the_modes_as_the_restricted_operator() -> None:
@@ -131,7 +172,7 @@ def test_config_fields_round_trip_and_are_validated() -> None:
     cfg = NetConfig(kind="fno", modes=14, width=32, layers=4, cond_keys=("a",))
     assert NetConfig(**yaml.safe_load(yaml.safe_dump(dataclasses.asdict(cfg)))) == cfg
     for field in ("modes", "width", "layers"):
-        with pytest.raises(ValueError, match=f"NetConfig.{field} must be a positive int"):
+        with pytest.raises(ValueError, match=f"model.{field} must be ≥ 1"):
             build_net(dataclasses.replace(cfg, **{field: 0}), 1, 1, (16, 16))
     with pytest.raises(ValueError, match=r"FNO expects x_t of shape \(B, 1, H, W\)"):
         build_net(cfg, 1, 1, (16, 16))(torch.randn(2, 3, 16, 16), 0.5)
@@ -142,3 +183,23 @@ def test_parameter_count_of_the_paper_size() -> None:
     net = build_net(NetConfig(kind="fno", modes=14, width=32, layers=4), 1, 1, (32, 32))
     spectral = sum(p.numel() for name, p in net.named_parameters() if "spectral" in name)
     assert spectral == 4 * 27 * 14 * 32 * 32 * 2
+
+
+def test_loads_checkpoints_of_the_convolution_fno() -> None:
+    """A state dict of the FNO with 1×1 convolutions ((out, in, 1, 1) weights) loads into the nn.Linear FNO,
+    directly and under a parent module's prefix (as a run's checkpoint holds it), and reproduces its outputs."""
+    record = torch.load(FNO_V1, weights_only=True)
+    assert record["state_dict"]["lift.weight"].shape == (8, 6, 1, 1)
+    cfg = NetConfig(kind="fno", **record["config"])
+    net = build_net(cfg, *record["channels"], (12, 10)).eval()
+    net.load_state_dict(record["state_dict"])
+    parent = torch.nn.ModuleDict({"net": build_net(cfg, *record["channels"], (12, 10))}).eval()
+    parent.load_state_dict({f"net.{k}": v for k, v in record["state_dict"].items()})
+    ema = copy.deepcopy(build_net(cfg, *record["channels"], (12, 10))).eval()  # the EMA copy keeps the hook
+    ema.load_state_dict(record["state_dict"])
+    with torch.no_grad():
+        for case in record["cases"]:
+            for model in (net, parent["net"], ema):
+                out = model(case["x"], case["t"], resolution=case["resolution"])
+                torch.testing.assert_close(out, case["y"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(net.lift.weight, record["state_dict"]["lift.weight"][:, :, 0, 0])  # (out, in) now

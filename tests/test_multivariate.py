@@ -13,13 +13,17 @@ from scipy.integrate import solve_ivp
 from torch import nn
 
 from gaussian_cases import covariance_z_scores
+from host_reads import host_reads
 from multivariate_cases import F64, ExactEps, expected_nll, gaussian_data, make_process
 from diffspace.build import build
 from diffspace.sample import sample_model
 from diffspace.config import ConfigError, RunConfig, load_preset, preset_names
 from diffspace.process import DataFacts, build_process
-from diffspace.families.multivariate.kernels import drift_matrix, kron_apply, kron_quadratic, matrix_fraction
-from diffspace.families.multivariate.process import MultivariateDiffusion
+from diffspace.families.multivariate import process as process_module
+from diffspace.families.multivariate.kernels import (
+    drift_matrix, expm_unit, kron_apply, kron_quadratic, matrix_fraction,
+)
+from diffspace.families.multivariate.process import Kernel, MultivariateDiffusion
 from diffspace.metrics.bpd import elbo_bpd
 from diffspace.families.multivariate.matrices import NUM_VARS, LearnedMatrices, fixed_matrices
 from diffspace.families.multivariate.samplers import exp_ode, exp_sde, transport
@@ -96,12 +100,104 @@ def test_the_vp_preset_is_the_closed_form_vp_kernel() -> None:
     assert float(kernel.phi[-1, 0, 0]) == pytest.approx(0.0801, abs=1e-4)
 
 
-def test_the_kernel_is_computed_once_per_distinct_time() -> None:
+def test_equal_times_give_equal_kernels_and_a_repeated_time_is_computed_once(monkeypatch) -> None:
     process = make_process("malda")
     t = torch.tensor([0.3, 0.1, 0.3, 0.3, 0.1], dtype=F64)
     kernel = process.kernel(t)
     assert kernel.phi.shape == (5, 3, 3)
     assert torch.equal(kernel.cov[0], kernel.cov[2]) and torch.equal(kernel.cov[1], kernel.cov[4])
+    sizes = []
+    original = process_module.fraction_kernel
+    monkeypatch.setattr(process_module, "fraction_kernel", lambda block, tau, *rest: (sizes.append(len(tau)),
+                                                                                      original(block, tau, *rest))[1])
+    repeated = process.kernel(torch.tensor([0.3], dtype=F64).expand(7))  # a sampler's t.expand(B)
+    assert sizes == [1] and repeated.cov.shape == (7, 3, 3) and torch.equal(repeated.cov[6], kernel.cov[0])
+
+
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+def test_the_kernel_at_a_time_does_not_depend_on_the_other_times_of_the_batch(name: str) -> None:
+    """The doublings of the matrix fraction are fixed by B(1)·‖block‖₂, not by the batch's largest time, so a
+    sample's kernel is the same whatever the batch holds (and bit for bit with its ends evaluated alongside)."""
+    process = make_process(name)
+    alone = process.kernel(torch.tensor([0.01], dtype=F64))
+    batch = process.kernel(torch.tensor([0.01, 0.5, 1.0], dtype=F64))
+    for name_ in ("phi", "cov", "chol", "linv"):
+        assert torch.equal(getattr(alone, name_)[0], getattr(batch, name_)[0])
+    t = torch.tensor([0.2, 0.7], dtype=F64)
+    kernel, ends = process.kernel_with_ends(t)
+    both = process.kernel(torch.tensor([0.2, 0.7, 1e-3, 1.0], dtype=F64))
+    assert torch.allclose(kernel.cov, both.cov[:2], rtol=1e-14, atol=0)
+    assert torch.allclose(ends.cov, both.cov[2:], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+def test_the_kernel_reads_nothing_back_from_the_device_once_per_value_of_q_and_d(name: str, monkeypatch) -> None:
+    """Once a value of (Q, D) has been checked (the covariance on the importance grid, ‖block‖₂), the kernel, its
+    ends, the importance draw of t and the reverse SDE's diffusion make no host read (bool, float, item): none
+    would be a CUDA synchronisation. An in-place update of the learned parameters (an optimizer step) makes the next
+    call read again, and the kernel follows the new values."""
+    process = make_process(name)
+    t = torch.tensor([0.2, 0.7], dtype=F64)
+
+    def calls() -> Kernel:
+        kernel = process.kernel_with_ends(t)[0]
+        process.importance_times(4, _generator(0), "cpu")
+        with torch.no_grad():
+            repeated = torch.tensor([0.5], dtype=F64).expand(3)
+            process.reverse_sde(torch.zeros(3, process.num_vars, 1, 2), repeated,
+                                process.predict(lambda u, s: u, torch.zeros(3, process.num_vars, 1, 2), repeated))
+        return kernel
+
+    calls()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host read in the kernel")
+
+    for method in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    before = calls()
+    if not process.learned:
+        return
+    with torch.no_grad():
+        process.matrices.b.add_(0.1)  # D = BBᵀ + εI changes (Q = G − Gᵀ would not, for a constant)
+    with pytest.raises(AssertionError, match="host read"):
+        process.kernel(t)
+    monkeypatch.undo()
+    after = process.kernel(t)
+    fresh = make_process(name)
+    with torch.no_grad():
+        fresh.matrices.b.copy_(process.matrices.b)
+    assert not torch.allclose(after.cov, before.cov) and torch.equal(after.cov, fresh.kernel(t).cov)
+
+
+@pytest.mark.parametrize("name", ["cld", "learned2"])
+@pytest.mark.parametrize("sampler", [euler_maruyama, heun])
+def test_a_sampler_step_reads_nothing_back_from_the_device(name: str, sampler) -> None:
+    """Sampling makes its host reads (checks of the kernel, ‖block‖₂, D^½) once, not per step: 5 and 20 steps from a
+    fresh process make as many."""
+    net = lambda u, t: 0.1 * u  # noqa: E731
+    reads = [host_reads(lambda: sampler(make_process(name), net, (3, 1, 1, 2), steps, _generator(0)))
+             for steps in (5, 20)]
+    assert reads[0] == reads[1]
+
+
+def test_loading_a_state_drops_the_cached_tables() -> None:
+    process = make_process("cld")
+    process.importance_times(4, _generator(0), "cpu")
+    process.kernel_with_ends(torch.tensor([0.5], dtype=F64))
+    assert process._importance_table is not None and process._ends is not None
+    process.load_state_dict(process.state_dict())
+    assert process._importance_table is None and process._ends is None and process._reach_cache is None
+
+
+def test_the_taylor_exponential_equals_matrix_exp_inside_the_unit_ball() -> None:
+    x = torch.randn(200, 6, 6, generator=_generator(0), dtype=F64)
+    x = x / torch.linalg.matrix_norm(x, ord=2)[:, None, None] * torch.rand(200, 1, 1, generator=_generator(1),
+                                                                           dtype=F64)
+    # both round off (about n·ε·‖e^X‖ each); a degree-12 polynomial would be off by 1/13! ≈ 1.6e-10 here
+    assert torch.allclose(expm_unit(x), torch.linalg.matrix_exp(x), rtol=0, atol=16 * torch.finfo(F64).eps * math.e)
+    with pytest.raises(ValueError, match="max_norm"):
+        matrix_fraction(x[0], x[0], torch.ones(1, dtype=F64), x[0], max_norm=2.0)
 
 
 # ----- Kronecker structure -------------------------------------------------------------------
@@ -392,7 +488,7 @@ def test_presets_build_with_c_times_k_network_channels(name: str, tmp_path: Path
 def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(ConfigError, match="process.diffusion"):
         load_preset("mdm-mnist-cld").with_overrides(["process.diffusion=cdl"])
-    with pytest.raises(ConfigError, match="process.prior is a knob of the gaussian family"):
+    with pytest.raises(ConfigError, match="process.prior is a knob of the gaussian and flow families"):
         load_preset("mdm-mnist-cld").with_overrides(["process.prior=fitted"])
     with pytest.raises(ConfigError, match="process.levels=256 but the data have 17 levels"):
         build(load_preset("mdm-mnist-cld").with_overrides(["data.name=digits", "process.levels=256"]))

@@ -21,7 +21,7 @@ from diffspace.config import ConfigError, RunConfig, check_sampler_options, load
 from diffspace.data import ImageDataset, load_dataset
 from diffspace.nets import build_net
 from diffspace.noise import PerSampleGenerator
-from diffspace.process import DataFacts, Process, build_process, get_sampler, resolve_config
+from diffspace.process import DataFacts, Process, build_process, family, get_sampler, resolve_config
 from diffspace.sampling import default_steps
 
 #: At most this many training images (the first ones) fit a process's data-driven parts
@@ -57,6 +57,16 @@ def data_facts(dataset: ImageDataset) -> DataFacts:
     return DataFacts(tuple(dataset.images.shape[1:]), dataset.info.levels)
 
 
+def fit_images(dataset: ImageDataset, cfg: RunConfig) -> Tensor | None:
+    """The first FIT_ITEMS training images, which fit a process's data-driven parts (and let a builder check the
+    data); a streamed data set is decoded for them only when its process fits parts to data."""
+    if not dataset.streamed:
+        return dataset.images[:FIT_ITEMS]
+    if not family(cfg.process.kind).fits_data(cfg.process):
+        return None
+    return dataset.images[torch.arange(min(FIT_ITEMS, len(dataset)))]
+
+
 def build(cfg: RunConfig, data_dir: str | Path | None = None) -> Built:
     """Load the data set and build process and network for it (weights from the global torch
     RNG: seed it first for a reproducible initialisation)."""
@@ -65,7 +75,7 @@ def build(cfg: RunConfig, data_dir: str | Path | None = None) -> Built:
     info, facts = dataset.info, data_facts(dataset)
     resolved = dataclasses.replace(cfg, process=resolve_config(cfg.process, facts))
     try:
-        process = build_process(resolved.process, dataset.images[:FIT_ITEMS], facts)
+        process = build_process(resolved.process, fit_images(dataset, resolved), facts)
         in_channels, out_channels = process.network_channels(info.channels)
         net = build_net(cfg.model, in_channels, out_channels, info.size)
     except ValueError as err:

@@ -1,4 +1,4 @@
-"""The `diffspace` command: train, sample, eval, export, presets, data, train-classifier.
+"""The `diffspace` command: train, sample, eval, export, plot, presets, data, train-classifier.
 
 Every user error ends in one line on stderr: exit status 2 for configuration and usage
 errors (an unwritable run directory or output path included, found before any work), 1 for data
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     export.add_argument("--data-dir", help="data directory (only for run checkpoints from before version 0.2)")
 
+    plot = commands.add_parser("plot", help="draw a run's training curves (loss, learning rate, gradient norm)",
+                               description="Draw the loss, learning-rate and gradient-norm curves of a run's "
+                               'metrics.csv, one point per logged step (needs matplotlib: pip install '
+                               '"diffspace[plot]").')
+    plot.add_argument("--run", required=True, help="run directory")
+    plot.add_argument("--out", help="figure file, .png, .svg or .pdf (default: <run>/metrics.png)")
+
     commands.add_parser("presets", help="list the presets", description="List every preset with its description.")
 
     data = commands.add_parser("data", help="fetch or check a data set", description="Fetch or check a data set.")
@@ -114,6 +121,23 @@ def _sampler_knobs(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--option {key.strip()}: use --{key.strip().replace('_', '-')} instead")
         knobs[key.strip()] = value.strip()
     return knobs
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """The parser of every command by its name as typed after `diffspace` ("" for `diffspace` itself, "train",
+    "data fetch", …), in the order `diffspace --help` lists them: what the documentation includes as each
+    command's `--help`."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        found[name] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    walk(f"{name} {sub}".strip(), child)
+
+    walk("", _parser())
+    return found
 
 
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +245,10 @@ def _eval(args: argparse.Namespace) -> int:
         how = f"{e.sampler}, {e.steps} steps" if e.steps is not None else e.sampler
         print(f"{e.metric} = {e.value:.6g}{error}  (n = {e.num_samples}; {how}; step {e.checkpoint_step}; {e.device})")
     print(f"report: {args.out}" + (f"\nsamples: {report.grid}" if report.grid else ""))
+    for name, path in report.plots.items():
+        print(f"{name} plot: {path}")
+    for note in report.notes:
+        print(note)
     return 0
 
 
@@ -245,6 +273,14 @@ def _export(args: argparse.Namespace) -> int:
     out = args.out or Path(args.run) / RUN_MODEL_DIR
     path, card = export_run(args.run, out, ema=not args.no_ema, data_dir=args.data_dir)
     print(f"wrote the model folder of step {card.step} ({card.family}, {card.weights} weights) to {path}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    """`diffspace plot`."""
+    from diffspace.plots import plot_run
+
+    print(f"wrote {plot_run(args.run, args.out)}")
     return 0
 
 
@@ -293,11 +329,13 @@ ERRORS = (
     ("diffspace.training.loop", "TrainingError", 1, ""),
     ("diffspace.training.logs", "TensorBoardMissing", 1, ""),
     ("diffspace.metrics.fid", "InceptionMissing", 1, ""),
+    ("diffspace.plots", "PlotMissing", 2, ""),
+    ("diffspace.plots", "PlotError", 2, ""),
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "sample": _sample, "export": _export, "presets": _presets, "data": _data,
-    "eval": _eval, "train-classifier": _train_classifier,
+    "eval": _eval, "train-classifier": _train_classifier, "plot": _plot,
 }
 
 
@@ -322,6 +360,10 @@ def _outputs(args: argparse.Namespace) -> list[tuple[Path, bool]]:
         return [(Path(args.out) if args.out else Path(args.run) / RUN_MODEL_DIR, True)]
     if args.command == "train-classifier":
         return [(Path(args.out or f"classifier-{args.name}.safetensors"), False)]
+    if args.command == "plot":
+        from diffspace.plots import METRICS_FIGURE
+
+        return [(Path(args.out) if args.out else Path(args.run) / METRICS_FIGURE, False)]
     return [(Path(args.out), False)] if args.command in ("sample", "eval") else []
 
 

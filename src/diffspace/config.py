@@ -244,8 +244,9 @@ def _foreign_knob(key: str, kind: str) -> ConfigError | None:
               if name != kind and leaf in {f.name for f in dataclasses.fields(record.config)}]
     if not owners:
         return None
-    return ConfigError(f"process.{leaf} is a knob of the {' and '.join(owners)} family, but process.kind is "
-                       f"{kind!r}; set process.kind={owners[0]} or leave the key out")
+    families_ = f"{' and '.join(owners)} famil{'ies' if len(owners) > 1 else 'y'}"
+    return ConfigError(f"process.{leaf} is a knob of the {families_}, but process.kind is {kind!r}; set "
+                       f"process.kind={owners[0]} or leave the key out")
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: str) -> None:

@@ -15,7 +15,10 @@ Metrics (`METRICS`):
                         include an exact ODE likelihood).
 
 Every entry of the report carries metric, value, standard error (None where not defined),
-num_samples, NFE, sampler, steps, checkpoint step and device, plus metric-specific details.
+num_samples, NFE, sampler, steps, checkpoint step and device, plus metric-specific details. With
+`function`, the radially averaged power spectra of the samples and the data are drawn beside the
+report (`<report>-spectrum.png`) when matplotlib is installed; otherwise the report's `notes` say how to
+get it (`pip install "diffspace[plot]"`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from diffspace.metrics.domain import class_balance, label_frequencies, precision
 from diffspace.metrics.fid import FeatureStats, InceptionFeatures, fid_bootstrap_se, fid_from_stats, kernel_distance
 from diffspace.metrics.function_space import function_metrics
 from diffspace.metrics.reference import ClassifierFeatures, reference_stats
+from diffspace.metrics.spectra import radial_power_spectrum
 from diffspace.model import TrainedModel, is_model_folder, load, record_metrics
+from diffspace.plots import PlotMissing, save_figure, spectrum_figure
 from diffspace.validation import unknown
 
 SAMPLE_METRICS = ("fid", "kid", "domain_fid", "precision_recall", "class_balance", "function")
@@ -109,7 +114,8 @@ class MetricEntry:
 
 @dataclass
 class EvalReport:
-    """The report `evaluate_run` writes: run, checkpoint, device, entries, grid path."""
+    """The report `evaluate_model` writes: run, checkpoint, device, entries, grid path, the figures drawn
+    beside it (name → path) and notes (e.g. how to get a figure that could not be drawn)."""
 
     run: str
     checkpoint_step: int
@@ -117,6 +123,8 @@ class EvalReport:
     softness: float | None
     entries: list[MetricEntry]
     grid: str | None
+    plots: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (NaN becomes None)."""
@@ -156,6 +164,7 @@ class _Context:
         self.cond = {} if options.softness is None else {"softness": options.softness}
         self.samples: Tensor | None = None
         self.nfe: int | None = None
+        self.spectrum: dict[str, Any] | None = None  # what the spectrum figure shows, set by `function`
         self._inception: tuple[FeatureStats, FeatureStats] | None = None
         self._classifier: tuple[Tensor, Tensor, FeatureStats, ClassifierFeatures] | None = None
 
@@ -297,6 +306,13 @@ def _function(ctx: _Context) -> list[MetricEntry]:
     data, split = _test_images(ctx, len(samples))
     result = function_metrics(samples, data, generator=torch.Generator().manual_seed(ctx.options.seed))
     bands = {"band_edges": result.band_edges, "spectrum_error": result.spectrum_error, "split": split}
+    shells, ours = radial_power_spectrum(samples)
+    _, theirs = radial_power_spectrum(data)
+    ctx.spectrum = {"shells": shells.tolist(), "sample_power": ours.tolist(), "data_power": theirs.tolist(),
+                    "band_edges": result.band_edges, "band_error": result.spectrum_error,
+                    "title": f"{ctx.cfg.data.name} {result.resolution[0]}×{result.resolution[1]}: {len(samples)} "
+                             f"samples ({ctx.sampler}, {ctx.steps} steps, step {ctx.step}) against {len(data)} "
+                             f"{split} items"}
     return [ctx.entry("spectrum_error_max", max(result.spectrum_error), None, len(samples), **bands),
             ctx.entry("sliced_wasserstein", result.sliced_wasserstein, None, len(samples), split=split),
             ctx.entry("riesz_mmd", result.riesz_mmd, None, len(samples), split=split)]
@@ -333,6 +349,18 @@ _COMPUTE = {"fid": _fid, "kid": _kid, "domain_fid": _domain_fid, "precision_reca
             "class_balance": _class_balance, "function": _function, "bpd": _bpd, "ode_bpd": _ode_bpd}
 
 
+def _figures(ctx: _Context, out: Path) -> tuple[dict[str, str], list[str]]:
+    """The figures beside the report `out` (name → path): the power spectra when `function` was computed, if
+    matplotlib is installed; otherwise a note saying how to get them."""
+    if ctx.spectrum is None:
+        return {}, []
+    try:
+        path = save_figure(spectrum_figure(**ctx.spectrum), out.with_name(f"{out.stem}-spectrum.png"))
+    except PlotMissing as err:
+        return {}, [f"no power-spectrum plot: {err}"]
+    return {"spectrum": str(path)}, []
+
+
 def evaluate_model(trained: TrainedModel, metrics: list[str], out: str | Path, options: EvalOptions,
                    name: str = "") -> EvalReport:
     """Compute `metrics` of a trained model and write the report (JSON) and a sample grid (PNG) beside it; the
@@ -348,8 +376,9 @@ def evaluate_model(trained: TrainedModel, metrics: list[str], out: str | Path, o
     grid = None
     if ctx.samples is not None and ctx.facts.shape[0] in (1, 3):
         grid = save_grid(ctx.samples[:GRID_IMAGES], out.with_suffix(".png"), ctx.facts.levels)
+    plots, notes = _figures(ctx, out)
     report = EvalReport(name, ctx.step, _device_name(device), options.softness, entries,
-                        None if grid is None else str(grid))
+                        None if grid is None else str(grid), plots, notes)
     text = json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
     atomic_write(out, lambda handle: handle.write(text.encode()))
     return report

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
@@ -35,7 +34,6 @@ from diffspace.checkpoint import RunError, atomic_write, export_safetensors, loa
 from diffspace.config import RunConfig
 from diffspace.metrics.bpd import elbo_bpd
 from diffspace.nets import build_net
-from diffspace.noise import PerSampleGenerator
 from diffspace.process import DataFacts, restore_process
 from diffspace.validation import ConfigError
 

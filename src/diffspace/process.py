@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from diffspace.noise import Generator
 
 #: The family packages under diffspace.families, imported on first use of the registry.
-FAMILY_MODULES: tuple[str, ...] = ("gaussian", "multivariate", "blackout")
+FAMILY_MODULES: tuple[str, ...] = ("gaussian", "multivariate", "blackout", "flow")
 #: The family of a config that names none.
 DEFAULT_FAMILY = "gaussian"
 
@@ -168,6 +168,8 @@ class Family:
                the parts it would fit to data (a PCA basis, a fitted prior) from it instead.
     samplers — the samplers that fit it, by name (first = default).
     oracle_only — those of them that need an exact oracle in place of a trained network (toy problems).
+    fits_data — whether a config's process has parts fitted to the training images (a streamed data set is
+               decoded for the fit only then).
     resolve  — the config with its data-derived fields (None = "from the data") filled in from the facts;
                ValueError when a set value contradicts the data.
     extend_right — (process, net, images, columns, steps, generator, cond=…) → images with `columns` more
@@ -183,6 +185,7 @@ class Family:
     build: Builder
     samplers: Mapping[str, Callable[..., Any]]
     oracle_only: tuple[str, ...] = ()
+    fits_data: Callable[[Any], bool] = lambda cfg: False
     resolve: Callable[[Any, DataFacts], Any] = lambda cfg, facts: cfg
     migrate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda top, section: dict(section)
     extend_right: Callable[..., Any] | None = None

@@ -55,7 +55,7 @@ def check(value: Any, rules: Mapping[str, Any], key: str) -> None:
         return
     for v in value if isinstance(value, tuple) else (value,):
         if "choices" in rules and v not in rules["choices"]:
-            choices = [str(c) for c in rules["choices"]]
+            choices = [str(c) if c != "" else "'' (empty)" for c in rules["choices"]]
             guess = closest(str(v), choices)
             hint = f" (did you mean '{guess}'?)" if guess else ""
             raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {v!r}{hint}")

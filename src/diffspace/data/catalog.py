@@ -6,7 +6,7 @@ from __future__ import annotations
 from diffspace.validation import unknown
 
 DATASETS: dict[str, str] = {
-    "digits": "scikit-learn 8×8 handwritten digits, 1797 images, 17 levels (built in, no download)",
+    "digits": "8×8 handwritten digits (scikit-learn's, UCI optdigits), 1797 images, 17 levels (shipped, no download)",
     "mnist": "MNIST handwritten digits, 28×28 grayscale, 60000 train / 10000 test",
     "fashion-mnist": "Fashion-MNIST clothing images, 28×28 grayscale, 60000 train / 10000 test",
     "binarized-mnist": "MNIST binarized stochastically, Bernoulli(pixel/255), seeded; 2 levels",

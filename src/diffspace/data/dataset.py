@@ -43,6 +43,10 @@ class DataConfig:
                   cifar10: optional folder holding the batches.
     grayscale   — folder data set: convert to 1 channel (True) or RGB (False).
     field       — darcy: "x" (permeability) or "y" (pressure).
+    stream      — folder data set: read the images from disk per batch (`diffspace.data.stream`) instead of
+                  holding them all in memory, for folders larger than memory.
+    workers     — with `stream`: DataLoader worker processes decoding ahead of training (0: decode in the
+                  training process).
     """
 
     name: str = "digits"
@@ -57,12 +61,21 @@ class DataConfig:
     grf_exponent: float = 2.0
     folder: str = ""
     grayscale: bool = True
-    field: str = field(default="y", metadata={"choices": ("x", "y")})
+    stream: bool = False
+    workers: int = field(default=2, metadata={"min": 0})
+    field: str = field(default="y", metadata={"choices": ("x", "y")})  # last: the name shadows dataclasses.field
+
+    def __post_init__(self) -> None:
+        """Only the folder data set streams."""
+        if self.stream and self.name != "folder":
+            raise ValueError(f"data.stream=true reads a folder of images per batch; data.name={self.name!r} is "
+                             "loaded into memory (use data.name=folder with data.folder=PATH)")
 
 
 class ImageDataset(Dataset):
-    """Images in model space: `images` (N, C, H, W) float32, optional int64 `labels` (N,), `info`.
-    Indexing returns the image alone, shape (C, H, W)."""
+    """Images in model space: `images` (N, C, H, W) float32 — or, for a streamed folder, a
+    `diffspace.data.stream.FolderImages` that decodes the items it is indexed with —, optional int64
+    `labels` (N,), `info`. Indexing returns the image alone, shape (C, H, W)."""
 
     def __init__(self, images: Tensor, labels: Tensor | None, info: DatasetInfo) -> None:
         if images.ndim != 4:
@@ -76,6 +89,11 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         """Number of images."""
         return self.images.shape[0]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read from disk per batch rather than held as a tensor."""
+        return not isinstance(self.images, Tensor)
 
     def __getitem__(self, index: int) -> Tensor:
         """Image `index`, shape (C, H, W)."""

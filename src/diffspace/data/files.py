@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from importlib import resources
 import shutil
 import tarfile
 import tempfile
@@ -19,6 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from diffspace.data.catalog import check_name
@@ -70,6 +73,15 @@ CIFAR10_SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+#: The 8×8 digits shipped inside the package (scikit-learn's load_digits, the UCI optdigits test set; licence
+#: and provenance in digits-NOTICE.txt beside it), and the SHA-256 of each array's bytes.
+DIGITS_FILE = "digits.npz"
+DIGITS_NOTICE = "digits-NOTICE.txt"
+DIGITS_SHA256 = {
+    "images": "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3",
+    "labels": "8ba4f891220f5e4c9c819638d1602d74b83618f167043c6da52a2a247841ddf0",
+}
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -136,6 +148,23 @@ def read_verified_idx(name: str, path: Path, file: str | None = None) -> bytes:
             f"delete it and run `diffspace data fetch {name}`."
         )
     return content
+
+
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The packaged digits: images (1797, 8, 8) uint8 with values 0..16 and labels (1797,) uint8, each array's
+    SHA-256 checked against DIGITS_SHA256 (DataError naming the file when it does not match)."""
+    path = resources.files("diffspace.data") / DIGITS_FILE
+    try:
+        with resources.as_file(path) as file, np.load(file) as archive:
+            arrays = {key: np.ascontiguousarray(archive[key]) for key in DIGITS_SHA256}
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"digits: the packaged file {path} cannot be read ({exc}); reinstall diffspace.") from exc
+    for key, expected in DIGITS_SHA256.items():
+        actual = sha256_hex(arrays[key].tobytes())
+        if arrays[key].dtype != np.uint8 or actual != expected:
+            raise DataError(f"digits: the {key} in the packaged file {path} are not the published ones "
+                            f"(SHA-256 expected {expected}, actual {actual}); reinstall diffspace.")
+    return arrays["images"], arrays["labels"]
 
 
 def find_cifar10_dir(root: Path) -> Path:
@@ -301,7 +330,9 @@ def check(name: str, data_dir: str | Path | None = None) -> list[str]:
     check_name(name)
     root = _resolve(data_dir)
     if name == "digits":
-        return ["digits: built into scikit-learn; nothing on disk to check."]
+        read_digits()
+        return [f"digits: shipped with diffspace ({DIGITS_FILE}, SHA-256 verified; licence in {DIGITS_NOTICE}); "
+                "nothing to download."]
     if name == "grf":
         return ["grf: generated on the fly from a seed; nothing on disk to check."]
     if name == "folder":
@@ -339,3 +370,19 @@ def check(name: str, data_dir: str | Path | None = None) -> list[str]:
     if not found:
         return [f"{directory}/{pattern}: missing"]
     return [f"{path}: {_size(path)}, present (no published checksum)" for path in found]
+
+
+#: PIL modes with more than 8 bits per channel (refused: the data sets are 8-bit).
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def read_image(path: Path, mode: str) -> np.ndarray:
+    """One 8-bit image converted to PIL mode "L" (H, W) or "RGB" (H, W, 3), uint8; DataError
+    naming the file if it is unreadable or has more than 8 bits per channel."""
+    try:
+        with Image.open(path) as image:
+            if image.mode in HIGH_DEPTH_MODES:
+                raise DataError(f"{path}: mode {image.mode} has more than 8 bits per channel; expected 8-bit images.")
+            return np.asarray(image.convert(mode), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path} is not a readable image ({exc}).") from exc

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from diffspace.data.cifar import read_batch
 from diffspace.data.dataset import DataConfig, DatasetInfo, ImageDataset, split_generator
@@ -20,23 +19,24 @@ from diffspace.data.files import (
     IMAGE_SUFFIXES,
     IDX_FILES,
     find_cifar10_dir,
+    read_digits,
+    read_image,
     read_verified_idx,
     require_files,
 )
 from diffspace.data.idx import parse_idx
+from diffspace.data.stream import folder_images
 from diffspace.data.transforms import from_levels, resize_images, resize_method
 
-DIGITS_TRAIN = 1500  # sklearn digits: the first 1500 images are "train", the last 297 "test"
-HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+DIGITS_TRAIN = 1500  # the digits' first 1500 images are "train", the last 297 "test" (scikit-learn's order)
 
 
 def load_digits(cfg: DataConfig, root: Path) -> ImageDataset:
-    """sklearn's 8×8 digits (values 0..16, 17 levels): first 1500 train, last 297 test."""
-    from sklearn.datasets import load_digits as sklearn_digits  # deferred: importing sklearn costs ~1 s
-
-    bunch = sklearn_digits()
-    levels = torch.from_numpy(bunch.images.astype(np.int64)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    """The 8×8 digits shipped with the package (scikit-learn's load_digits, values 0..16, 17 levels; no
+    scikit-learn needed): first 1500 train, last 297 test."""
+    images, targets = read_digits()
+    levels = torch.from_numpy(images.astype(np.int64)).unsqueeze(1)
+    labels = torch.from_numpy(targets.astype(np.int64))
     part = slice(0, DIGITS_TRAIN) if cfg.split == "train" else slice(DIGITS_TRAIN, None)
     info = DatasetInfo("digits", 1, (8, 8), (0.0, 16.0), 17, 10)
     return ImageDataset(from_levels(levels[part], 17), labels[part], info)
@@ -85,18 +85,6 @@ def load_cifar10(cfg: DataConfig, root: Path) -> ImageDataset:
     return ImageDataset(from_levels(torch.from_numpy(images), 256), torch.from_numpy(labels), info)
 
 
-def read_image(path: Path, mode: str) -> np.ndarray:
-    """One 8-bit image converted to PIL mode "L" (H, W) or "RGB" (H, W, 3), uint8; DataError
-    naming the file if it is unreadable or has more than 8 bits per channel."""
-    try:
-        with Image.open(path) as image:
-            if image.mode in HIGH_DEPTH_MODES:
-                raise DataError(f"{path}: mode {image.mode} has more than 8 bits per channel; expected 8-bit images.")
-            return np.asarray(image.convert(mode), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path} is not a readable image ({exc}).") from exc
-
-
 def load_microstructure(cfg: DataConfig, root: Path) -> ImageDataset:
     """cfg.num_samples random crop_size² crops of the grayscale PNGs in `<root>/microstructure`
     (or cfg.folder): image and top-left corner uniform, drawn with the split's seeded generator."""
@@ -128,7 +116,8 @@ def load_folder(cfg: DataConfig, root: Path) -> ImageDataset:
     """Every image (png/jpg/jpeg/bmp/webp, searched recursively) under cfg.folder, or under its
     train/ or test/ subfolder when that exists (a folder without test/ has no test split).
     Grayscale or RGB per cfg.grayscale, 256 levels; images are resized to cfg.resolution if
-    set, and must all share one size otherwise."""
+    set, and must all share one size otherwise. With cfg.stream they are decoded per batch
+    (`diffspace.data.stream.FolderImages`) instead of loaded."""
     if not cfg.folder:
         raise DataError("folder data set: set DataConfig.folder to the folder holding the images.")
     base = Path(cfg.folder).expanduser()
@@ -142,6 +131,10 @@ def load_folder(cfg: DataConfig, root: Path) -> ImageDataset:
     paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DataError(f"folder data set: no images ({', '.join(IMAGE_SUFFIXES)}) under {directory}.")
+    if cfg.stream:
+        images = folder_images(paths, cfg.grayscale, cfg.resolution, resize_method("folder", cfg.resize))
+        info = DatasetInfo("folder", images.channels, images.size, (0.0, 255.0), 256, None)
+        return ImageDataset(images, None, info)
     mode, channels = ("L", 1) if cfg.grayscale else ("RGB", 3)
     tensors = []
     for path in paths:

@@ -69,7 +69,8 @@ def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None) -> ImageDa
     if cfg.max_items:
         images = images[: cfg.max_items]
         labels = None if labels is None else labels[: cfg.max_items]
-    check_values(images, cfg.name, info.levels)
+    if isinstance(images, Tensor):  # streamed 8-bit images are in model space by construction
+        check_values(images, cfg.name, info.levels)
     if cfg.resolution and info.size != (cfg.resolution, cfg.resolution):
         images = resize_images(images, cfg.resolution, resize_method(cfg.name, cfg.resize))
         info = replace(info, size=(cfg.resolution, cfg.resolution))

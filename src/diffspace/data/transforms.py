@@ -1,6 +1,6 @@
 """The model-space convention for data, written down once.
 
-Discrete images with L intensity levels (8-bit: L = 256, binarized: L = 2, sklearn digits:
+Discrete images with L intensity levels (8-bit: L = 256, binarized: L = 2, the built-in digits:
 L = 17) are integers k ∈ {0, …, L−1}; in model space they are the floats
 
     x = 2k/(L−1) − 1 ∈ [−1, 1],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from diffspace.validation import ConfigError, check_fields
 
 #: Names a conditioning key may not take: they are the network's positional arguments.
 RESERVED_KEYS: tuple[str, ...] = ("x_t", "t")
@@ -82,18 +84,18 @@ class NetConfig:
     Lists (e.g. from YAML) given for tuple fields are converted to tuples.
     """
 
-    kind: str = "unet"
-    size: str = ""
-    channels: int = 64
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.0
-    hidden: int = 256
-    depth: int = 3
-    modes: int = 12
-    width: int = 32
-    layers: int = 4
+    kind: str = field(default="unet", metadata={"choices": KINDS})
+    size: str = field(default="", metadata={"choices": ("", *NAMED_SIZES)})
+    channels: int = field(default=64, metadata={"min": 1})
+    channel_mult: tuple[int, ...] = field(default=(1, 2, 2), metadata={"min": 1})
+    num_res_blocks: int = field(default=2, metadata={"min": 1})
+    attn_resolutions: tuple[int, ...] = field(default=(16,), metadata={"min": 1})
+    dropout: float = field(default=0.0, metadata={"min": 0.0, "lt": 1.0})
+    hidden: int = field(default=256, metadata={"min": 1})
+    depth: int = field(default=3, metadata={"min": 1})
+    modes: int = field(default=12, metadata={"min": 1})
+    width: int = field(default=32, metadata={"min": 1})
+    layers: int = field(default=4, metadata={"min": 1})
     cond_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -111,55 +113,17 @@ class NetConfig:
         return dataclasses.replace(self, size="", **fields)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        """Raise ValueError naming the first invalid field and how to fix it."""
-        if self.kind not in KINDS:
-            raise ValueError(f"NetConfig.kind={self.kind!r} is unknown; use one of {KINDS}")
-        if self.size and self.size not in NAMED_SIZES:
-            raise ValueError(
-                f"NetConfig.size={self.size!r} is unknown; use one of {tuple(NAMED_SIZES)} "
-                "or '' to use the fields as given"
-            )
+        """ConfigError naming the first invalid field and how to fix it: the field rules
+        (`diffspace.validation.check_fields`), then the rules between fields."""
+        check_fields(self, "model.")
         if self.size and self.kind != "unet":
-            raise ValueError(
-                f"NetConfig.size={self.size!r} names a U-Net size but kind={self.kind!r}; "
-                "set size='' and choose hidden and depth directly"
-            )
-        if not _positive_int(self.channels):
-            raise ValueError(f"NetConfig.channels must be a positive int, got {self.channels!r}")
-        if not self.channel_mult or not all(_positive_int(m) for m in self.channel_mult):
-            raise ValueError(
-                "NetConfig.channel_mult must be a non-empty tuple of positive ints (one per "
-                f"resolution level), got {self.channel_mult!r}"
-            )
-        if not _positive_int(self.num_res_blocks):
-            raise ValueError(
-                f"NetConfig.num_res_blocks must be a positive int, got {self.num_res_blocks!r}"
-            )
-        if not all(_positive_int(r) for r in self.attn_resolutions):
-            raise ValueError(
-                "NetConfig.attn_resolutions must hold positive ints (feature-map side "
-                f"lengths), got {self.attn_resolutions!r}"
-            )
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"NetConfig.dropout must lie in [0, 1), got {self.dropout!r}")
-        if not _positive_int(self.hidden):
-            raise ValueError(f"NetConfig.hidden must be a positive int, got {self.hidden!r}")
-        if not _positive_int(self.depth):
-            raise ValueError(f"NetConfig.depth must be a positive int, got {self.depth!r}")
-        for name in ("modes", "width", "layers"):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"NetConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+            raise ConfigError(f"model.size={self.size!r} names a U-Net size but model.kind={self.kind!r}; set "
+                              "model.size='' and choose hidden and depth directly")
+        if not self.channel_mult:
+            raise ConfigError("model.channel_mult must hold one positive multiplier per resolution level, e.g. 1,2,2")
         for key in self.cond_keys:
-            if not isinstance(key, str) or not key.isidentifier() or key in RESERVED_KEYS:
-                raise ValueError(
-                    f"NetConfig.cond_keys: {key!r} is not a usable keyword name; use Python "
-                    f"identifiers other than {RESERVED_KEYS}, e.g. 'softness', 'resolution'"
-                )
+            if not key.isidentifier() or key in RESERVED_KEYS:
+                raise ConfigError(f"model.cond_keys: {key!r} is not a usable keyword name; use Python identifiers "
+                                  f"other than {RESERVED_KEYS}, e.g. 'softness', 'resolution'")
         if len(set(self.cond_keys)) != len(self.cond_keys):
-            raise ValueError(f"NetConfig.cond_keys has duplicates: {self.cond_keys!r}")
-
-
-def _positive_int(value: object) -> bool:
-    """True when value is an int (not a bool) ≥ 1."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
+            raise ConfigError(f"model.cond_keys has duplicates: {self.cond_keys!r}")

@@ -18,6 +18,14 @@ SKIP_SCALE: float = 1.0 / math.sqrt(2.0)
 HEAD_CHANNELS: int = 64
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """torch.channels_last when x (B, C, H, W) is stored channels last (and C > 1, so that the layouts
+    differ), else torch.contiguous_format."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def group_norm(channels: int, max_groups: int = 32, min_group_size: int = 4) -> nn.GroupNorm:
     """GroupNorm whose group count is the largest divisor of `channels` that is at most
     min(max_groups, channels // min_group_size), so every group spans several channels.
@@ -102,15 +110,24 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour upsampling, then a 3×3 convolution."""
+    """Double H and W: nearest-neighbour upsampling u[…, 2i + a, 2j + b] = x[…, i, j] (a, b ∈ {0, 1}),
+    then a 3×3 convolution.
+
+    The copy is an expand and a reshape rather than F.interpolate: with torch 2.13, torch.compile's CPU
+    backend (inductor, which lays convolutions out channels last) schedules the index-put backward of
+    upsample_nearest2d after the kernels that read it, and every gradient upstream comes out wrong
+    (tests/test_nets.py compares compiled and eager gradients). The values are the same.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, C, H, W) to (B, C, 2H, 2W)."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        """Map (B, C, H, W) to (B, C, 2H, 2W), in x's memory format."""
+        b, c, h, w = x.shape
+        up = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+        return self.conv(up.contiguous(memory_format=memory_format(x)))
 
 
 class UNet(nn.Module):
@@ -127,6 +144,10 @@ class UNet(nn.Module):
 
     Any H×W is accepted: when H or W is not a multiple of 2^(L−1) the input is zero-padded
     at the bottom/right to the next multiple and the output is cropped back to H×W.
+
+    Memory format: after `net.to(memory_format=torch.channels_last)` the input is converted to
+    channels last on the way in, every feature map stays channels last, and the output is returned
+    contiguous; the values are those of the contiguous net.
     """
 
     def __init__(
@@ -198,7 +219,7 @@ class UNet(nn.Module):
         pad_w = -width % self.multiple
         h = F.pad(x_t, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x_t
 
-        h = self.conv_in(h)
+        h = self.conv_in(h.contiguous(memory_format=memory_format(self.conv_out.weight)))
         skips = [h]
         for module in self.down:
             h = module(h, emb) if isinstance(module, Stage) else module(h)
@@ -211,4 +232,4 @@ class UNet(nn.Module):
             else:
                 h = module(h)
         h = self.conv_out(F.silu(self.norm_out(h)))
-        return h[:, :, :height, :width]
+        return h[:, :, :height, :width].contiguous()

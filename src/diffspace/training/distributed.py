@@ -4,15 +4,12 @@ torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; with WO
 the process group uses NCCL on CUDA and gloo on CPU. Without them training runs in one process.
 torchrun starts its workers in sessions of their own, so a launcher killed with SIGKILL would
 leave them training as orphans: each worker asks the kernel for SIGTERM when its parent dies
-(`end_with_parent`), which the trainer turns into a checkpoint and a clean exit.
+(`diffspace.system.end_with_parent`), which the trainer turns into a checkpoint and a clean exit.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from diffspace.system import end_with_parent
 
-#: prctl option: the signal this process receives when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
+
 
 
 @dataclass(frozen=True)
@@ -52,20 +49,6 @@ def start(device: str) -> World:
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     return world
-
-
-def end_with_parent(sig: int = signal.SIGTERM) -> bool:
-    """Have the kernel send `sig` to this process when its parent process (the launcher) dies:
-    prctl(PR_SET_PDEATHSIG) on Linux; False elsewhere. A parent that died before the call (this
-    process was reparented to init) triggers `sig` at once."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        return False
-    if os.getppid() == 1:
-        os.kill(os.getpid(), sig)
-    return True
 
 
 def stop(world: World) -> None:

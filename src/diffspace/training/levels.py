@@ -57,6 +57,9 @@ class LevelPlan:
             self.levels = [self._level(images.shape[-1], model_process, images, batch_size, seed, divisor,
                                        "train.batch_size")]
             return
+        if not isinstance(images, Tensor):
+            raise ValueError("multilevel training resizes the data set in memory: leave data.stream off (or "
+                             "multilevel.mode off)")
         check_resolution_free(model_process, "multilevel training")
         channels, size = images.shape[1], tuple(images.shape[-2:])
         self.levels = []

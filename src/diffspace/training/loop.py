@@ -38,6 +38,7 @@ from diffspace.checkpoint import (
 )
 from diffspace.config import ConfigError, RunConfig, differences, flatten
 from diffspace.data import DataError
+from diffspace.data.stream import StepLoader
 from diffspace.images import save_grid
 from diffspace.model import RUN_MODEL_DIR, ModelCard, save_model
 from diffspace.noise import PerSampleGenerator, mix_seed
@@ -208,7 +209,8 @@ class Trainer:
             check_resumable(saved, cfg, run_dir)
         self.info = built.dataset.info
         self.facts = {"shape": list(built.dataset.images.shape[1:]), "levels": self.info.levels}
-        self.images = built.dataset.images.to(self.device)
+        self.images = built.dataset.images.to(self.device) if not built.dataset.streamed else built.dataset.images
+        self.loader: StepLoader | None = None
         self.model = built.model.to(self.device)
         try:
             self.levels = LevelPlan(cfg.multilevel, cfg.process, self.model.process, self.images, cfg.data.name,
@@ -296,6 +298,7 @@ class Trainer:
         multilevel.mode = joint, whose loss sums the levels' mean losses): (local mean loss,
         gradient norm, lr used)."""
         t, world = self.cfg.train, self.world
+        streamed = self._streamed_batch()
         batches = [(level, level.order.next().to(self.device), level.batch_size // (world.size * t.grad_accum))
                    for level in self.levels.active(self.step)]
         total = torch.zeros((), device=self.device)
@@ -303,7 +306,9 @@ class Trainer:
             chunk = world.rank * t.grad_accum + a
             last = a == t.grad_accum - 1
             with nullcontext() if world.size == 1 or last else self.forward.no_sync():
-                loss = sum(self.forward(level.images[batch[rows]], self._generator(level, rows), level.process).mean()
+                loss = sum(self.forward(self._inputs(level, batch, rows, streamed, a * micro),
+                                        self._generator(level, rows),
+                                        level.process).mean()
                            for level, batch, micro in batches
                            for rows in (range(chunk * micro, (chunk + 1) * micro),))
                 (loss / t.grad_accum).backward()
@@ -321,6 +326,26 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return total / t.grad_accum, grad_norm, lr
+
+    def _streamed_batch(self) -> Tensor | None:
+        """This rank's images of the coming step when the data are streamed (`diffspace.data.stream`), else None;
+        the loader starts at the batch order's position the first time, after any checkpoint was restored."""
+        level = self.levels.levels[0]
+        if isinstance(level.images, Tensor):
+            return None
+        if self.loader is None:
+            share = level.batch_size // self.world.size
+            self.loader = StepLoader(level.images, level.order, range(self.world.rank * share,
+                                     (self.world.rank + 1) * share), self.cfg.data.workers,
+                                     pin_memory=self.device.type == "cuda")
+        return self.loader.next().to(self.device, non_blocking=True)
+
+    def _inputs(self, level: Level, batch: Tensor, rows: range, streamed: Tensor | None, offset: int) -> Tensor:
+        """The images of rows `rows` of the step's global batch: indexed in memory, or the micro-batch at `offset`
+        of this rank's streamed share."""
+        if streamed is None:
+            return level.images[batch[rows]]
+        return streamed[offset:offset + len(rows)]
 
     def _nonfinite_input(self, batches: list[tuple[Level, Tensor, int]]) -> str | None:
         """What is wrong with this step's input when its global batch holds NaN/Inf values, else None."""
@@ -341,7 +366,7 @@ class Trainer:
         model = Model(StopAtCall(ema.net, lambda: self.stop_requested), ema.process).train(ema.training)
         try:
             samples, _ = generate(model, tuple(self.images.shape[1:]), s.num, s.sampler, s.steps,
-                                  s.seed, s.batch_size, self.device)
+                                  s.seed, s.batch_size, self.device, options=s.sampler_options())
         except GridStopped:
             self._warn("sample grid abandoned")
             return False

@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -122,7 +123,8 @@ class BlackoutDiffusion(nn.Module):
     def birth_probability(self, k: Tensor | int, j: Tensor | int) -> Tensor:
         """q = (p_j − p_k)/(1 − p_k) for j < k: the chance that a unit dead at t_k is alive at t_j (float64)."""
         p = self.survival
-        k, j = torch.as_tensor(k, device=p.device), torch.as_tensor(j, device=p.device)
+        if not isinstance(k, int) or not isinstance(j, int):  # integers index without a read back from the device
+            k, j = torch.as_tensor(k, device=p.device), torch.as_tensor(j, device=p.device)
         return (p[j] - p[k]) / (1 - p[k])
 
     # ----- coordinates -------------------------------------------------------------------
@@ -203,8 +205,10 @@ class BlackoutDiffusion(nn.Module):
     # ----- network -----------------------------------------------------------------------
     def _raw(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> Tensor:
         """The network's raw output r = net(2n/max − 1, k/T, **cond) in float32."""
-        k = torch.as_tensor(k, device=n.device)
-        t = (k.to(torch.float32) / self.num_steps).expand(n.shape[0]).contiguous()
+        if isinstance(k, int):  # a sampler's step: filled on the device (no copy, no read back), k/T in float32
+            t = torch.full((n.shape[0],), float(np.float32(k) / np.float32(self.num_steps)), device=n.device)
+        else:
+            t = (torch.as_tensor(k, device=n.device).to(torch.float32) / self.num_steps).expand(n.shape[0]).contiguous()
         return net(self.from_state(n), t, **(cond or {})).float()
 
     def _rate(self, net: Net, n: Tensor, k: Tensor | int, cond: dict[str, Any] | None) -> tuple[Tensor, Tensor]:

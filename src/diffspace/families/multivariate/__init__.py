@@ -10,7 +10,7 @@ from diffspace.process import Family, register
 
 FAMILY = register(Family(
     name="multivariate", config=MultivariateConfig, build=build_multivariate, samplers=SAMPLERS, resolve=resolve,
-    migrate=migrate_v1, summary="linear diffusion on the data and auxiliary variables (VP, CLD, ALDA, MALDA, learned)",
+    migrate=migrate_v1, fits_data=lambda cfg: cfg.basis == "pca", summary="linear diffusion on the data and auxiliary variables (VP, CLD, ALDA, MALDA, learned)",
 ))
 
 __all__ = ["FAMILY", "ElboTerms", "Kernel", "MultivariateConfig", "MultivariateDiffusion", "build_multivariate"]

@@ -48,29 +48,77 @@ def drift_matrix(q: Tensor, d: Tensor, stationary_var: Tensor) -> Tensor:
     return -(q + d) / stationary_var
 
 
+#: Degree of the Taylor polynomial of `expm_unit`: for ‖X‖₂ ≤ 1 the remainder Σ_{k>18} ‖X‖^k/k! is below 1.7·10⁻¹⁷,
+#: under float64 round-off.
+TAYLOR_DEGREE = 18
+_TAYLOR = torch.tensor([1 / math.factorial(k) for k in range(TAYLOR_DEGREE + 1)] + [0.0], dtype=torch.float64)
+
+
+def expm_unit(x: Tensor) -> Tensor:
+    """e^X = Σ_{k ≤ 18} X^k/k! for matrices X (N, n, n) of spectral norm ≤ 1, exact to float64 round-off.
+
+    Paterson–Stockmeyer: with X², X³, X⁴, e^X = B₀ + X⁴(B₁ + X⁴(B₂ + X⁴(B₃ + X⁴B₄))), B_j = Σᵢ c_{4j+i} Xⁱ (one
+    product of the coefficient matrix with the stacked powers): seven batched products and no norm-dependent branch
+    (torch.linalg.matrix_exp chooses its degree from the norm, which on CUDA reads the norms back to the host, and
+    its backward is an expm of a 2n×2n matrix), so it runs and differentiates as a short fixed sequence of
+    operations. The caller guarantees the norm (`matrix_fraction`).
+    """
+    n = x.shape[-1]
+    x2 = torch.bmm(x, x)
+    powers = torch.stack([torch.eye(n, dtype=x.dtype, device=x.device).expand_as(x), x, x2, torch.bmm(x2, x)])
+    groups = torch.mm(_TAYLOR.to(x.device, x.dtype).view(5, 4), powers.view(4, -1)).view(5, *x.shape)
+    x4 = torch.bmm(x2, x2)
+    out = groups[4]
+    for j in (3, 2, 1, 0):
+        out = torch.baddbmm(groups[j], x4, out)
+    return out
+
+
+def doublings_for(reach: float, max_norm: float = 1.0) -> int:
+    """The number s of doublings with reach/2ˢ ≤ max_norm (0 when reach ≤ max_norm): see `matrix_fraction`."""
+    return max(0, math.ceil(math.log2(reach / max_norm))) if reach > max_norm else 0
+
+
+def fraction_block(a: Tensor, gamma: Tensor) -> Tensor:
+    """The matrix-fraction generator [[A, Γ], [0, −Aᵀ]] (2K × 2K) of du = A u dτ + √Γ dW."""
+    return torch.cat([torch.cat([a, gamma], 1), torch.cat([torch.zeros_like(a), -a.T], 1)], 0)
+
+
 def matrix_fraction(
-    a: Tensor, gamma: Tensor, tau: Tensor, sigma0: Tensor, max_norm: float = 1.0
+    a: Tensor, gamma: Tensor, tau: Tensor, sigma0: Tensor, max_norm: float = 1.0, reach: float | None = None
 ) -> tuple[Tensor, Tensor]:
     """(Φ, Σ) at intrinsic times τ (N,) for du = A u dτ + √Γ dW from a law with covariance Σ₀.
 
     Matrix fraction: expm(h [[A, Γ], [0, −Aᵀ]]) = [[Φ_h, E], [0, Φ_h⁻ᵀ]] solves [C; H]′ = [[A, Γ],
     [0, −Aᵀ]] [C; H] with C(0) = 0, H(0) = I, so the covariance from a point is P_h = C H⁻¹ = E Φ_hᵀ.
-    E holds e^{−hAᵀ}, which grows like Φ decays, so P is formed at h = τ/2ˢ (‖h·block‖₁ ≤ max_norm)
-    and doubled s times by the semigroup Φ_{2h} = Φ_h², P_{2h} = Φ_h P_h Φ_hᵀ + P_h (sums of
-    positive semidefinite terms: no cancellation at any τ). Then Σ = Φ Σ₀ Φᵀ + P. Shapes: a,
-    gamma, sigma0 (K, K); returns (N, K, K) each, symmetrised.
+    E holds e^{−hAᵀ}, which grows like Φ decays, so P is formed at h = τ/2ˢ (‖h·block‖₂ ≤ max_norm ≤ 1, where
+    `expm_unit` is exact) and doubled s times by the semigroup Φ_{2h} = Φ_h², P_{2h} = Φ_h P_h Φ_hᵀ + P_h (sums of
+    positive semidefinite terms: no cancellation at any τ). Then Σ = Φ Σ₀ Φᵀ + P. `reach` is an upper bound of
+    max|τ|·‖block‖₂ that fixes s (then nothing is read back from the device, and the result at one τ does not
+    depend on the other times of the batch); None computes it from τ and the block. Shapes: a, gamma, sigma0
+    (K, K); returns (N, K, K) each, symmetrised.
     """
-    k = a.shape[-1]
-    block = torch.cat([torch.cat([a, gamma], 1), torch.cat([torch.zeros_like(a), -a.T], 1)], 0)
-    reach = float(tau.abs().max().detach()) * float(torch.linalg.matrix_norm(block.detach(), ord=1))
-    doublings = max(0, math.ceil(math.log2(reach / max_norm))) if reach > 0 else 0
-    expm = torch.linalg.matrix_exp((tau / 2**doublings)[:, None, None] * block)
+    if not 0 < max_norm <= 1:
+        raise ValueError(f"max_norm must lie in (0, 1] (the Taylor expm is exact there); got {max_norm}")
+    block = fraction_block(a, gamma)
+    if reach is None:
+        reach = float(tau.abs().max().detach()) * float(torch.linalg.matrix_norm(block.detach(), ord=2))
+    return fraction_kernel(block, tau, sigma0, doublings_for(reach, max_norm))
+
+
+def fraction_kernel(block: Tensor, tau: Tensor, sigma0: Tensor, doublings: int) -> tuple[Tensor, Tensor]:
+    """`matrix_fraction` from its block (2K × 2K) and the number of doublings s (which must bring every
+    ‖τ/2ˢ·block‖₂ to at most 1)."""
+    k = block.shape[-1] // 2
+    expm = expm_unit((tau * 2.0**-doublings)[:, None, None] * block)
     phi = expm[:, :k, :k]
-    cov = expm[:, :k, k:] @ phi.transpose(1, 2)
+    phi_t = phi.transpose(1, 2)
+    cov = torch.bmm(expm[:, :k, k:], phi_t)
     for _ in range(doublings):
-        cov = phi @ cov @ phi.transpose(1, 2) + cov
-        phi = phi @ phi
-    cov = phi @ sigma0 @ phi.transpose(1, 2) + cov
+        cov = torch.baddbmm(cov, torch.bmm(phi, cov), phi_t)
+        phi = torch.bmm(phi, phi)
+        phi_t = phi.transpose(1, 2)
+    cov = torch.baddbmm(cov, torch.bmm(phi, sigma0.expand_as(phi)), phi_t)
     return phi, 0.5 * (cov + cov.transpose(1, 2))
 
 

@@ -28,7 +28,7 @@ t_min (∝ τ³ … τ⁵) would be lost to round-off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from diffspace.families.multivariate.config import IMPORTANCE, TRANSFORMS
 from diffspace.families.multivariate.kernels import (
-    LinearBeta, drift_matrix, kron_apply, kron_quadratic, matrix_fraction, symmetric_sqrt,
+    LinearBeta, doublings_for, drift_matrix, fraction_block, fraction_kernel, kron_apply, kron_quadratic,
+    symmetric_sqrt,
 )
 from diffspace.families.multivariate.samplers import SAMPLERS
 from diffspace.likelihood import dequantize, discrete_bpd
@@ -67,7 +68,15 @@ class Kernel:
 
     def weight(self) -> Tensor:
         """M = L⁻¹ (g gᵀ) L⁻ᵀ: ½‖s − ∇log q‖²_{ggᵀ} = ½(ε̂ − ε)ᵀ M (ε̂ − ε) per pixel."""
-        return self.linv @ self.ggt @ self.linv.transpose(1, 2)
+        return torch.bmm(torch.bmm(self.linv, self.ggt), self.linv.transpose(1, 2))
+
+    def rows(self, index: slice) -> Kernel:
+        """The kernel at the times `index` selects."""
+        return Kernel(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def expand(self, batch: int) -> Kernel:
+        """A kernel at one time as the same kernel at `batch` times (views, nothing copied)."""
+        return Kernel(*(getattr(self, f.name).expand(batch, -1, -1) for f in fields(self)))
 
 
 @dataclass
@@ -98,6 +107,11 @@ class ElboTerms:
         if levels:
             return discrete_bpd(self.nll(offset), self.dim, levels)
         return self.nll(offset) / (self.dim * math.log(2.0))
+
+
+def _forget_cached(module: MultivariateDiffusion, incompatible_keys: Any) -> None:
+    """load_state_dict post-hook: drop what was cached from the buffers, which were just loaded."""
+    module._forget()
 
 
 class MultivariateDiffusion(nn.Module):
@@ -147,7 +161,31 @@ class MultivariateDiffusion(nn.Module):
         self.capabilities = Capabilities(discrete=False, ode_likelihood=False,
                                          resolution_free=resolution_free and not self.learned,
                                          samplers=tuple(SAMPLERS), grids=("edm", "logsnr"))
-        self._importance_table: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        # What follows from (Q, D) alone, each with the `_matrices_key` it was computed for: the importance table
+        # (on its device), B(1)·‖block‖₂, the covariance check, D^½ and, for fixed diffusions, the kernel at the ends.
+        self._importance_table: tuple[Any, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._reach_cache: tuple[Any, float] | None = None
+        self._checked_key: Any = None
+        self._d_sqrt: tuple[Any, Tensor] | None = None
+        self._ends: Kernel | None = None
+        self.register_load_state_dict_post_hook(_forget_cached)
+
+    def _forget(self) -> None:
+        """Drop what was cached from (Q, D) and the buffers (they were just loaded)."""
+        self._importance_table = self._reach_cache = self._checked_key = self._d_sqrt = self._ends = None
+
+    def _matrices_key(self) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+        """What identifies the current (Q, D): the learned parameters (the objects) and their version counters,
+        which every in-place update (an optimizer step, a load) advances; () for a fixed diffusion."""
+        params = tuple(self.matrices.parameters())
+        return params, tuple(p._version for p in params)
+
+    def _is_current(self, key: Any) -> bool:
+        """Whether `key` (a `_matrices_key`, or None) is the current one."""
+        if key is None:
+            return False
+        params, versions = self._matrices_key()
+        return len(params) == len(key[0]) and all(a is b for a, b in zip(params, key[0])) and versions == key[1]
 
     @property
     def learned(self) -> bool:
@@ -221,20 +259,62 @@ class MultivariateDiffusion(nn.Module):
 
     # ----- forward process ---------------------------------------------------------------
     def kernel(self, t: Tensor) -> Kernel:
-        """The K×K kernel at times t (B,) (read as max(t, t_min)); computed once per distinct time."""
-        times, index = torch.unique(t.detach().to(torch.float64).clamp(self.t_min, 1.0), return_inverse=True)
+        """The K×K kernel at times t (B,), read as min(max(t, t_min), 1); a batch of one time repeated without copies
+        (a sampler's `t.expand(B)`) is computed once.
+
+        The covariance is checked (ValueError when it is singular) once per value of (Q, D): on the importance
+        grid of [t_min, 1] when the table is built, else at t_min (the covariance from a point,
+        ∫₀^τ e^{uA₀}Γe^{uA₀ᵀ} du, only grows with τ, so t_min is the worst case). Apart from that check and
+        B(1)·‖block‖₂, read back once per value of (Q, D) (so once for a fixed diffusion, once per optimizer step for
+        a learned one, and never again while sampling), nothing is read from the device."""
+        if t.dim() == 1 and t.numel() > 1 and t.stride(0) == 0:
+            return self.kernel(t[:1]).expand(t.numel())
+        if not self._is_current(self._checked_key):
+            if self.importance == "trace":
+                self._importance_cells(t.device)
+            else:
+                with torch.no_grad():
+                    self._kernel(torch.full((1,), self.t_min, dtype=torch.float64, device=t.device), check=True)
+                self._checked_key = self._matrices_key()
+        return self._kernel(t, check=False)
+
+    def _reach(self, block: Tensor) -> float:
+        """B(1)·‖block‖₂, a bound of τ‖block‖₂ over t ∈ [t_min, 1] that fixes the doublings of `matrix_fraction`
+        (read back once per value of (Q, D))."""
+        if self._reach_cache is not None and self._is_current(self._reach_cache[0]):
+            return self._reach_cache[1]
+        reach = float(self.schedule.integral(1.0)) * float(torch.linalg.matrix_norm(block.detach(), ord=2))
+        self._reach_cache = (self._matrices_key(), reach)
+        return reach
+
+    def _kernel(self, t: Tensor, check: bool) -> Kernel:
+        """The kernel at every time of t (no de-duplication); `check` reads the Cholesky status back."""
+        times = t.detach().to(torch.float64).clamp(self.t_min, 1.0)
         q, d = self.matrices()
         a0 = drift_matrix(q, d, self.stationary_var)
-        phi, cov = matrix_fraction(a0, 2 * d, self.schedule.integral(times), self.sigma0)
+        gamma = 2 * d
+        block = fraction_block(a0, gamma)
+        phi, cov = fraction_kernel(block, self.schedule.integral(times), self.sigma0,
+                                   doublings_for(self._reach(block)))
         chol, info = torch.linalg.cholesky_ex(cov)
-        if bool((info != 0).any()):
+        if check and bool((info != 0).any()):
             raise ValueError(f"the kernel covariance is singular at t = {float(times[info != 0][0]):.3g}: raise "
                              "t_min or aux_init_var, or use a diffusion whose noise reaches x")
         eye = torch.eye(self.num_vars, dtype=torch.float64, device=chol.device).expand_as(chol)
         linv = torch.linalg.solve_triangular(chol, eye, upper=False)
         beta = self.schedule.beta(times)[:, None, None]
-        return Kernel(drift=(beta * a0)[index], ggt=(2 * beta * d)[index], phi=phi[index], cov=cov[index],
-                      chol=chol[index], linv=linv[index])
+        return Kernel(drift=beta * a0, ggt=beta * gamma, phi=phi, cov=cov, chol=chol, linv=linv)
+
+    def kernel_with_ends(self, t: Tensor) -> tuple[Kernel, Kernel]:
+        """(the kernel at t (B,), the kernel at (t_min, 1)): one evaluation for a learned diffusion; a fixed one's
+        ends are computed once per device."""
+        ends = torch.tensor([self.t_min, 1.0], dtype=torch.float64, device=t.device)
+        if self.learned:  # never cached: it is differentiated in (Q, D)
+            both = self.kernel(torch.cat([t.detach().to(torch.float64), ends]))
+            return both.rows(slice(0, len(t))), both.rows(slice(len(t), None))
+        if self._ends is None or self._ends.phi.device != t.device:
+            self._ends = self.kernel(ends)
+        return self.kernel(t), self._ends
 
     def log_snr(self, t: Tensor) -> Tensor:
         """λ(t) = log φ_tᵀΣ_t⁻¹φ_t per time (T,), float64: the log-SNR of the data in u_t (the precision of the best
@@ -291,7 +371,18 @@ class MultivariateDiffusion(nn.Module):
         g = (2βD)^½ as (B, K, K) factors applied by `diffusion_noise`."""
         kernel, eps = prediction.context
         drift = kron_apply(kernel.drift, u) + kron_apply(kernel.ggt @ kernel.linv.transpose(1, 2), eps)
-        return drift, symmetric_sqrt(kernel.ggt)
+        beta = self.schedule.beta(t.detach().to(torch.float64).clamp(self.t_min, 1.0))
+        return drift, torch.sqrt(2 * beta)[:, None, None] * self._diffusion_sqrt()
+
+    def _diffusion_sqrt(self) -> Tensor:
+        """D^½ (K, K), so that (2βD)^½ = √(2β) D^½; kept per value of (Q, D) when no gradient is recorded (the
+        eigendecomposition reads its status back from the device)."""
+        if self._d_sqrt is not None and self._is_current(self._d_sqrt[0]) and not torch.is_grad_enabled():
+            return self._d_sqrt[1]
+        root = symmetric_sqrt(self.matrices()[1])
+        if not torch.is_grad_enabled():
+            self._d_sqrt = (self._matrices_key(), root)
+        return root
 
     def diffusion_noise(self, g: Tensor, noise: Tensor) -> Tensor:
         """(g ⊗ I) ξ: the per-pixel K×K diffusion factor applied to white noise."""
@@ -318,19 +409,21 @@ class MultivariateDiffusion(nn.Module):
     # ----- objectives --------------------------------------------------------------------
     def _importance_cells(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(grid, cell widths, cell masses, CDF) of the "trace" density ∝ tr(ggᵀ Σ_t⁻¹) on a log-spaced grid
-        (trapezoid cell masses); built once for fixed diffusions, on every call for learned ones."""
+        (trapezoid cell masses); built once per value of (Q, D) and device (once for fixed diffusions, every
+        optimizer step for learned ones), checking the covariance on the grid as it goes."""
         cached = self._importance_table
-        if cached is not None and cached[0].device == torch.device(device):
-            return cached
+        if cached is not None and self._is_current(cached[0]) and cached[1][0].device == torch.device(device):
+            return cached[1]
+        key = self._matrices_key()
         grid = torch.logspace(math.log10(self.t_min), 0.0, IMPORTANCE_GRID, dtype=torch.float64, device=device)
         with torch.no_grad():
-            density = torch.diagonal(self.kernel(grid).weight(), dim1=1, dim2=2).sum(1)
+            density = torch.diagonal(self._kernel(grid, check=True).weight(), dim1=1, dim2=2).sum(1)
+        self._checked_key = key
         width = grid[1:] - grid[:-1]
         mass = 0.5 * (density[1:] + density[:-1]) * width
         mass = mass / mass.sum()
         table = (grid, width, mass, torch.cumsum(mass, 0))
-        if not self.learned:
-            self._importance_table = table
+        self._importance_table = (key, table)
         return table
 
     def importance_times(self, batch: int, generator: Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
@@ -352,7 +445,7 @@ class MultivariateDiffusion(nn.Module):
         y0, log_det = self.encode_data(x0)
         batch, dim, k = y0.shape[0], y0[0].numel(), self.num_vars
         t, weight = self.importance_times(batch, generator, y0.device)
-        kernel = self.kernel(t)
+        kernel, ends = self.kernel_with_ends(t)
         eps = gaussian_noise(self.state_shape(tuple(y0.shape)), generator, y0.device, y0.dtype)
         u = self._mean(y0, kernel) + kron_apply(kernel.chol, eps)
         eps_hat = self.predict_eps(net, u, t.to(y0.dtype), cond)
@@ -360,7 +453,6 @@ class MultivariateDiffusion(nn.Module):
         trace_m = torch.diagonal(m, dim1=1, dim2=2).sum(1)
         trace_a = torch.diagonal(kernel.drift, dim1=1, dim2=2).sum(1)
         integrand = 0.5 * kron_quadratic(m, eps_hat - eps) - dim * (0.5 * trace_m + trace_a)
-        ends = self.kernel(torch.tensor([self.t_min, 1.0], dtype=torch.float64, device=y0.device))
         aux = -0.5 * dim * (k - 1) * math.log(2 * math.pi * math.e * self.aux_init_var)
         terms = (weight * integrand, self._prior_cross_entropy(y0, ends), -dim * self._start_entropy(ends),
                  torch.full_like(weight, aux), -log_det)
