@@ -171,10 +171,11 @@ def test_the_kernel_reads_nothing_back_from_the_device_once_per_value_of_q_and_d
 
 
 @pytest.mark.parametrize("name", ["cld", "learned2"])
-@pytest.mark.parametrize("sampler", [euler_maruyama, heun])
+@pytest.mark.parametrize("sampler", [euler_maruyama, heun, exp_ode, exp_sde])
 def test_a_sampler_step_reads_nothing_back_from_the_device(name: str, sampler) -> None:
-    """Sampling makes its host reads (checks of the kernel, ‖block‖₂, D^½) once, not per step: 5 and 20 steps from a
-    fresh process make as many."""
+    """Sampling makes its host reads (checks of the kernel, ‖block‖₂, D^½; the exponential integrators' grid as a
+    list and their noise factors' batched eigendecomposition) once, not per step: 5 and 20 steps from a fresh
+    process make as many."""
     net = lambda u, t: 0.1 * u  # noqa: E731
     reads = [host_reads(lambda: sampler(make_process(name), net, (3, 1, 1, 2), steps, _generator(0)))
              for steps in (5, 20)]

@@ -16,6 +16,7 @@ import os
 import pytest
 import torch
 
+from host_reads import host_reads
 from gaussian_cases import (
     band_errors, band_standard_errors, coefficient_variance, correlated_2d, covariance_z_scores,
     exact_sampler_variance, oracle_process, power_law_field, random_field,
@@ -226,3 +227,15 @@ def test_time_grid() -> None:
 def test_unknown_sampler_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="did you mean 'heun'"):
         get_sampler("huen")
+
+
+@pytest.mark.parametrize("sampler", GAUSSIAN_SAMPLERS)
+def test_a_sampler_step_reads_nothing_back_from_the_device(sampler: str) -> None:
+    """No host read (on CUDA: no synchronisation) per step: building the grid reads it back once, and 5 and 20 steps
+    make as many reads."""
+    mean, cov = correlated_2d()
+    process, _ = oracle_process(mean, cov)
+    net = lambda x, t, **c: 0.1 * x  # noqa: E731
+    reads = [host_reads(lambda: get_sampler(sampler)(process, net, (3, 1, 1, 2), steps, torch.Generator().manual_seed(0)))
+             for steps in (5, 20)]
+    assert reads[0] == reads[1]

@@ -298,7 +298,7 @@ def edm_heun(
         alpha_t, sigma_t = _level(process, t, batch, cond)
         y = z.to(torch.float64) / alpha_t
         alpha_h, sigma_h = _level(process, t_hat, batch, cond)
-        if float(t_hat) > float(t):  # ŷ = y + √(σ̃_t̂² − σ̃_t²) s_noise ξ
+        if t_hat is not t:  # churned (ŷ = y + √(σ̃_t̂² − σ̃_t²) s_noise ξ); without churn no time is read back
             lift = ((sigma_h / alpha_h) ** 2 - (sigma_t / alpha_t) ** 2).clamp_min(0).sqrt()
             y = y + lift * s_noise * gaussian_noise(tuple(z.shape), generator, z.device, z.dtype).to(torch.float64)
         alpha_s, sigma_s = _level(process, s, batch, cond)
@@ -327,7 +327,8 @@ def _churned_time(process: Any, t: Tensor, bump: float, s_tmin: float, s_tmax: f
     if not s_tmin <= math.exp(float(gamma[0]) / 2) <= s_tmax:
         return t
     later = time_of_mean_gamma(process, gamma + 2 * math.log1p(bump), softness)
-    return later.clamp(float(t), 1.0).to(t.dtype).view(())
+    later = later.to(device=t.device, dtype=t.dtype).view(())
+    return t if not bool(later > t) else later.clamp(max=1.0)
 
 
 SAMPLERS: dict[str, Sampler] = {**SDE_SAMPLERS, "pc": predictor_corrector, "ddim": ddim, "dpmpp_2m": dpmpp_2m,

@@ -21,12 +21,14 @@ exp_sde   first order on the reverse SDE du = [A u + G L⁻ᵀ ε̂] dt + g dW̄
           covariance of the drift −A₀ over B(t) − B(s). (Holding the Cholesky ε̂ constant measured better here than
           holding exp_ode's c constant on the SDE.)
 
-Each is one NFE per step; the K×K maths runs in float64 once per step for the whole batch. Times below the process's
+Each is one NFE per step; the K×K maths runs in float64 for the whole batch, every step's coefficients in one batch
+before the first network call (they follow from the grid alone), so a step reads nothing back from the device. Times below the process's
 t_min are read as t_min, as the kernels read them, and the default grid ends there (t_end = t_min).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffspace.families.multivariate.kernels import drift_matrix, kron_apply, matrix_fraction, symmetric_sqrt
+from diffspace.families.multivariate.kernels import (
+    doublings_for, drift_matrix, expm_unit, fraction_block, kron_apply, matrix_fraction, symmetric_sqrt,
+)
 from diffspace.noise import Generator, gaussian_noise
 from diffspace.process import ContinuousProcess
 from diffspace.samplers import SDE_SAMPLERS, finish, setup
@@ -56,62 +60,130 @@ def _lower_half(x: Tensor) -> Tensor:
     return torch.tril(x, -1) + 0.5 * torch.diag_embed(torch.diagonal(x, dim1=-2, dim2=-1))
 
 
-def transport(process: Any, t: float, s: float, substeps: int = SUBSTEPS,
-              moment: bool = False) -> tuple[Tensor, Tensor | None]:
-    """(Ψ(s, t), J) in float64. Ψ = R_s R_t⁻¹ is the flow from t to s of dX/dr = (A + ½GΣ⁻¹)X, computed as
-    L_s Ω(s, t) L_t⁻¹ with Ω the product of expm(W(r_mid) Δr) over `substeps` intervals uniform in log τ (module
-    docstring). With `moment`, J = ∫_t^s Ψ(s, r) ½G_rΣ_r⁻¹ Φ(r, t)(ξ(r) − ξ(t)) dr (ξ = λ/2, `log_snr`) by the
-    midpoint rule on the same intervals, the weight of the first-order term of exp_ode's second order."""
+def expm(x: Tensor) -> Tensor:
+    """e^X for matrices X (N, n, n): the Taylor exponential `expm_unit` at X/2ˢ squared s times, s fixed by the largest
+    Frobenius norm (≥ the spectral norm) of the batch — one value read back per call, however many matrices."""
+    if x.shape[0] == 0:
+        return x.clone()
+    doublings = doublings_for(float(torch.linalg.matrix_norm(x).max()))
+    out = expm_unit(x / 2**doublings)
+    for _ in range(doublings):
+        out = torch.bmm(out, out)
+    return out
+
+
+def _log_tau_nodes(process: Any, pairs: list[tuple[float, float]], substeps: int) -> tuple[Tensor, Tensor]:
+    """(r, midpoints) per step t → s: the times (J, S + 1) uniform in log τ from t to s and their midpoints (J, S)
+    in log τ, float64 on the CPU (τ = B(t) from Python floats: nothing is read back)."""
     schedule = process.schedule
-    tau_t, tau_s = (schedule.integral(torch.tensor(v, dtype=torch.float64)) for v in (t, s))
-    w = torch.linspace(float(torch.log(tau_t)), float(torch.log(tau_s)), substeps + 1, dtype=torch.float64)
-    r = schedule.time_of(torch.exp(w))
-    middle = schedule.time_of(torch.exp((w[1:] + w[:-1]) / 2))
-    k = process.kernel(middle.to(process.device))
+    w = torch.stack([torch.linspace(math.log(schedule.integral(t)), math.log(schedule.integral(s)), substeps + 1,
+                                    dtype=torch.float64) for t, s in pairs])
+    return schedule.time_of(torch.exp(w)), schedule.time_of(torch.exp((w[:, 1:] + w[:, :-1]) / 2))
+
+
+def transports(process: Any, pairs: list[tuple[float, float]], substeps: int = SUBSTEPS,
+               moments: list[bool] | None = None) -> list[tuple[Tensor, Tensor | None]]:
+    """(Ψ(s, t), J) in float64 for every step (t, s) of `pairs`. Ψ = R_s R_t⁻¹ is the flow from t to s of
+    dX/dr = (A + ½GΣ⁻¹)X, computed as L_s Ω(s, t) L_t⁻¹ with Ω the product of expm(W(r_mid) Δr) over `substeps`
+    intervals uniform in log τ (module docstring). Where `moments[j]`, J = ∫_t^s Ψ(s, r) ½G_rΣ_r⁻¹ Φ(r, t)(ξ(r) − ξ(t)) dr
+    (ξ = λ/2, `log_snr`) by the midpoint rule on the same intervals, the weight of the first-order term of exp_ode's
+    second order (else None). Every step's kernels and exponentials are computed in one batch each."""
+    if not pairs:
+        return []
+    moments = [False] * len(pairs) if moments is None else moments
+    count, k_dim, device = len(pairs), process.num_vars, process.device
+    r, middle = _log_tau_nodes(process, pairs, substeps)
+    k = process.kernel(middle.flatten().to(device))
     precision = k.linv.transpose(1, 2) @ k.linv
     dcov = k.drift @ k.cov + k.cov @ k.drift.transpose(1, 2) + k.ggt
     rate = k.linv @ (k.drift + 0.5 * k.ggt @ precision) @ k.chol - _lower_half(k.linv @ dcov @ k.linv.transpose(1, 2))
-    dr = (r[1:] - r[:-1]).to(rate.device)[:, None, None]
-    steps, halves = torch.linalg.matrix_exp(rate * dr), torch.linalg.matrix_exp(rate * dr / 2)
-    ends = process.kernel(torch.tensor([s, t], dtype=torch.float64, device=process.device))
-    omega = torch.eye(process.num_vars, dtype=torch.float64, device=rate.device)
-    middles = []
-    for step, half in zip(steps, halves):
-        middles.append(half @ omega)  # Ω(r_mid, t)
-        omega = step @ omega
-    psi = ends.chol[0] @ omega @ ends.linv[1]
-    if not moment:
-        return psi, None
-    a0 = _drift(process)
-    back = k.chol @ torch.stack(middles) @ ends.linv[1]  # Ψ(r_mid, t)
-    drift_flow = torch.linalg.matrix_exp((schedule.integral(middle) - tau_t).to(a0.device)[:, None, None] * a0)
-    xi = 0.5 * torch.log((k.linv @ k.phi[:, :, :1]).pow(2).sum((1, 2)))
-    xi_t = 0.5 * process.log_snr(torch.tensor([t], dtype=torch.float64, device=process.device))[0]
-    integrand = psi @ torch.linalg.inv(back) @ (0.5 * k.ggt @ precision) @ drift_flow
-    return psi, (integrand * ((xi - xi_t)[:, None, None] * dr)).sum(0)
+    dr = (r[:, 1:] - r[:, :-1]).flatten().to(rate.device)[:, None, None]
+    both = expm(torch.cat([rate * dr, rate * dr / 2]))
+    steps, halves = both[: len(dr)].view(count, substeps, k_dim, k_dim), both[len(dr):].view(count, substeps, k_dim, k_dim)
+    ends = process.kernel(torch.tensor([v for pair in pairs for v in (pair[1], pair[0])], dtype=torch.float64,
+                                       device=device))
+    wanted = [j for j in range(count) if moments[j]]
+    if wanted:
+        a0 = _drift(process)
+        schedule = process.schedule
+        tau_t = torch.tensor([schedule.integral(pairs[j][0]) for j in wanted], dtype=torch.float64)[:, None]
+        drift_flows = expm(((schedule.integral(middle[wanted]) - tau_t).flatten().to(a0.device))[:, None, None] * a0)
+        drift_flows = drift_flows.view(len(wanted), substeps, k_dim, k_dim)
+        xi = 0.5 * torch.log((k.linv @ k.phi[:, :, :1]).pow(2).sum((1, 2))).view(count, substeps)
+        xi_t = 0.5 * process.log_snr(torch.tensor([pairs[j][0] for j in wanted], dtype=torch.float64, device=device))
+    out: list[tuple[Tensor, Tensor | None]] = []
+    linv = k.linv.view(count, substeps, k_dim, k_dim)
+    for j in range(count):
+        omega = torch.eye(k_dim, dtype=torch.float64, device=rate.device)
+        middles = []
+        for step, half in zip(steps[j], halves[j]):
+            middles.append(half @ omega)  # Ω(r_mid, t)
+            omega = step @ omega
+        psi = ends.chol[2 * j] @ omega @ ends.linv[2 * j + 1]
+        if not moments[j]:
+            out.append((psi, None))
+            continue
+        w = wanted.index(j)
+        # Ψ(r_mid, t)⁻¹ = (L_mid Ω_mid L_t⁻¹)⁻¹ = L_t Ω_midᵀ L_mid⁻¹ (Ω a rotation: W is skew-symmetric)
+        back_inverse = ends.chol[2 * j + 1] @ torch.stack(middles).transpose(1, 2) @ linv[j]
+        ggt = k.ggt.view(count, substeps, k_dim, k_dim)[j]
+        prec = precision.view(count, substeps, k_dim, k_dim)[j]
+        integrand = psi @ back_inverse @ (0.5 * ggt @ prec) @ drift_flows[w]
+        weight = (xi[j] - xi_t[w])[:, None, None] * dr.view(count, substeps, 1, 1)[j]
+        out.append((psi, (integrand * weight).sum(0)))
+    return out
+
+
+def transport(process: Any, t: float, s: float, substeps: int = SUBSTEPS,
+              moment: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(Ψ(s, t), J) for one step (`transports`)."""
+    return transports(process, [(t, s)], substeps, [moment])[0]
+
+
+def score_integrals(process: Any, a0: Tensor, pairs: list[tuple[float, float]], nodes: int = SUBSTEPS) -> Tensor:
+    """C = ∫_s^t Φ(s, r) G(r) L_r⁻ᵀ dr (J, K, K) for every step (t, s) of `pairs`, float64, by Gauss–Legendre in
+    w = log B(r), dr = B(r)/β(r) dw, where the integrand (∝ τ^{−1/2} near t_min) is smooth; one batch for all steps."""
+    schedule = process.schedule
+    if not pairs:
+        return torch.zeros(0, *a0.shape, dtype=a0.dtype, device=a0.device)
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    x, w = torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
+    log_t = torch.tensor([math.log(schedule.integral(t)) for t, _ in pairs], dtype=torch.float64)[:, None]
+    log_s = torch.tensor([math.log(schedule.integral(s)) for _, s in pairs], dtype=torch.float64)[:, None]
+    span = log_t - log_s
+    tau = torch.exp(log_s + x * span)  # (J, nodes)
+    r = schedule.time_of(tau)
+    kernel = process.kernel(r.flatten().to(process.device))
+    flow = expm(((torch.exp(log_s) - tau).flatten().to(a0.device))[:, None, None] * a0)
+    weight = (w * span * tau / schedule.beta(r)).flatten().to(a0.device)[:, None, None]
+    terms = weight * flow @ kernel.ggt @ kernel.linv.transpose(1, 2)
+    return terms.view(len(pairs), nodes, *a0.shape).sum(1)
 
 
 def score_integral(process: Any, a0: Tensor, t: float, s: float, nodes: int = SUBSTEPS) -> Tensor:
-    """C = ∫_s^t Φ(s, r) G(r) L_r⁻ᵀ dr (K×K, float64) by Gauss–Legendre in w = log B(r), dr = B(r)/β(r) dw, where the
-    integrand (∝ τ^{−1/2} near t_min) is smooth."""
-    schedule = process.schedule
-    tau_t, tau_s = (schedule.integral(torch.tensor(v, dtype=torch.float64)) for v in (t, s))
-    x, w = np.polynomial.legendre.leggauss(nodes)
-    x, w = torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
-    span = torch.log(tau_t) - torch.log(tau_s)
-    tau = torch.exp(torch.log(tau_s) + x * span)
-    r = schedule.time_of(tau)
-    kernel = process.kernel(r.to(process.device))
-    flow = torch.linalg.matrix_exp((tau_s - tau).to(a0.device)[:, None, None] * a0)
-    weight = (w * span * tau / schedule.beta(r)).to(a0.device)[:, None, None]
-    return (weight * flow @ kernel.ggt @ kernel.linv.transpose(1, 2)).sum(0)
+    """C for one step (`score_integrals`)."""
+    return score_integrals(process, a0, [(t, s)], nodes)[0]
 
 
-def _flow(process: Any, a0: Tensor, t: float, s: float) -> Tensor:
-    """Φ(s, t) = expm((B(s) − B(t))A₀)."""
+def _flows(process: Any, a0: Tensor, pairs: list[tuple[float, float]]) -> Tensor:
+    """Φ(s, t) = expm((B(s) − B(t))A₀) for every step (t, s) of `pairs` (J, K, K)."""
     schedule = process.schedule
-    gap = schedule.integral(torch.tensor(s, dtype=torch.float64)) - schedule.integral(torch.tensor(t, dtype=torch.float64))
-    return torch.linalg.matrix_exp(gap.to(a0.device) * a0)
+    gaps = torch.tensor([schedule.integral(s) - schedule.integral(t) for t, s in pairs], dtype=torch.float64)
+    return expm(gaps.to(a0.device)[:, None, None] * a0)
+
+
+def _noise_factors(process: Any, a0: Tensor, pairs: list[tuple[float, float]]) -> Tensor:
+    """P^½ for every step t → s of `pairs` (J, K, K): the exact noise covariance of the linear part, P = ∫ Φ G Φᵀ,
+    the matrix-fraction covariance from a point of the drift −A₀ over B(t) − B(s); all steps in one batch, so the
+    eigendecompositions read back once per call, not per step."""
+    schedule = process.schedule
+    gaps = [schedule.integral(t) - schedule.integral(s) for t, s in pairs]
+    _, d = process.matrices()
+    gamma = 2 * d.to(torch.float64)
+    reach = max(gaps) * float(torch.linalg.matrix_norm(fraction_block(-a0, gamma), ord=2))
+    tau = torch.tensor(gaps, dtype=torch.float64, device=a0.device)
+    _, cov = matrix_fraction(-a0, gamma, tau, torch.zeros_like(a0), reach=reach)
+    return symmetric_sqrt(cov)
 
 
 def _start(process: Any, sampler: Callable[..., Any], name: str, net: Net, shape: tuple[int, ...], steps: int | None,
@@ -122,7 +194,8 @@ def _start(process: Any, sampler: Callable[..., Any], name: str, net: Net, shape
     t_end = process.t_min if t_end is None else t_end
     counted, u, grid_times, cond = setup(process, sampler, name, net, shape, steps, generator, grid, x_init, cond,
                                          rho, t_end)
-    return counted, u, grid_times, cond, [max(float(v), process.t_min) for v in grid_times], _drift(process)
+    times = [max(v, process.t_min) for v in grid_times.tolist()]  # one copy of the grid, not a read per step
+    return counted, u, grid_times, cond, times, _drift(process)
 
 
 @with_defaults(steps=40, grid="logsnr")
@@ -153,17 +226,22 @@ def exp_ode(
     counted, u, grid_times, cond, times, a0 = _start(process, exp_ode, "exp_ode", net, shape, steps, generator, grid,
                                                      x_init, cond, rho, t_end)
     batch = u.shape[0]
+    moving = [i for i in range(len(times) - 1) if times[i + 1] < times[i]]
+    pairs = [(times[i], times[i + 1]) for i in moving]
+    # every step's K×K coefficients before the first network call: they follow from the grid alone
+    flows = dict(zip(moving, _flows(process, a0, pairs)))
+    coefficients = dict(zip(moving, transports(process, pairs, moments=[order == 2 and j > 0
+                                                                        for j in range(len(pairs))])))
+    xis = dict(zip(moving, 0.5 * process.log_snr(torch.tensor([t for t, _ in pairs] or [1.0], dtype=torch.float64,
+                                                               device=process.device))))
     denoised, previous = None, None  # previous: (m_{t′} transported to t, ξ_{t′})
     for i in steps_of(len(times) - 1, progress, "exp_ode"):
-        t, s = times[i], times[i + 1]
-        if s < t:
+        if i in coefficients:
             prediction = process.predict(counted, u, grid_times[i].expand(batch), cond)
             kernel, eps = prediction.context
             denoised, signal = prediction.denoised, u - kron_apply(kernel.chol, eps)
-            flow = _flow(process, a0, t, s)
-            psi, moment = transport(process, t, s, moment=order == 2 and previous is not None)
+            (psi, moment), flow, xi = coefficients[i], flows[i], xis[i]
             u = kron_apply(psi, u) + kron_apply(flow - psi, signal)
-            xi = 0.5 * float(process.log_snr(torch.tensor([t], dtype=torch.float64, device=process.device))[0])
             if moment is not None and previous is not None:
                 u = u - kron_apply(moment, (signal - previous[0]) / (xi - previous[1]))
             previous = (kron_apply(flow, signal), xi)
@@ -194,21 +272,19 @@ def exp_sde(
     counted, u, grid_times, cond, times, a0 = _start(process, exp_sde, "exp_sde", net, shape, steps, generator, grid,
                                                      x_init, cond, rho, t_end)
     batch = u.shape[0]
-    _, d = process.matrices()
+    moving = [i for i in range(len(times) - 1) if times[i + 1] < times[i]]
+    pairs = [(times[i], times[i + 1]) for i in moving]
+    # every step's K×K coefficients before the first network call: they follow from the grid alone
+    flows, scores = dict(zip(moving, _flows(process, a0, pairs))), dict(zip(moving, score_integrals(process, a0, pairs)))
+    roots = dict(zip(moving, _noise_factors(process, a0, pairs))) if pairs else {}
     denoised = None
     for i in steps_of(len(times) - 1, progress, "exp_sde"):
-        t, s = times[i], times[i + 1]
-        if s < t:
+        if i in roots:
             prediction = process.predict(counted, u, grid_times[i].expand(batch), cond)
             kernel, eps = prediction.context
-            denoised, flow = prediction.denoised, _flow(process, a0, t, s)
-            schedule = process.schedule
-            gap = schedule.integral(torch.tensor(t, dtype=torch.float64)) - schedule.integral(
-                torch.tensor(s, dtype=torch.float64))
-            _, cov = matrix_fraction(-a0, 2 * d.to(torch.float64), gap.view(1).to(a0.device), torch.zeros_like(a0))
+            denoised = prediction.denoised
             noise = gaussian_noise(tuple(u.shape), generator, u.device, u.dtype)
-            u = kron_apply(flow, u) - kron_apply(score_integral(process, a0, t, s), eps)
-            u = u + kron_apply(symmetric_sqrt(cov[0]), noise)
+            u = kron_apply(flows[i], u) - kron_apply(scores[i], eps) + kron_apply(roots[i], noise)
         report(callback, i, grid_times[i + 1], u, denoised)
     return finish(process, counted, u, grid_times[-1], denoise, cond)
 
