@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -204,28 +205,24 @@ def _plain(value: Any) -> Any:
 def keys(cls: type | None = None, kind: str | None = None) -> list[str]:
     """Every valid dotted key of a config dataclass (RunConfig by default); the process keys are those of
     family `kind` (default: the default family)."""
-    cls = RunConfig if cls is None else cls
-    out: list[str] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind_cls = _variant(hints[f.name], kind)
-        if dataclasses.is_dataclass(kind_cls):
-            out += [f"{f.name}.{k}" for k in keys(kind_cls, kind)]
-        else:
-            out.append(f.name)
-    return out
+    return _dotted_keys(RunConfig if cls is None else cls, kind, lambda hint: True)
 
 
 def mapping_keys(cls: type | None = None, kind: str | None = None) -> list[str]:
     """The dotted keys of the mapping fields (such as sample.options), under which any sub-key may be set."""
-    cls = RunConfig if cls is None else cls
+    return _dotted_keys(RunConfig if cls is None else cls, kind, lambda hint: typing.get_origin(hint) is dict)
+
+
+def _dotted_keys(cls: type, kind: str | None, keep: Callable[[Any], bool]) -> list[str]:
+    """The dotted keys of the leaf fields of `cls` (nested dataclasses walked, the process union as family `kind`'s
+    config) whose type hint `keep` accepts."""
     out: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind_cls = _variant(hints[f.name], kind)
         if dataclasses.is_dataclass(kind_cls):
-            out += [f"{f.name}.{k}" for k in mapping_keys(kind_cls, kind)]
-        elif typing.get_origin(kind_cls) is dict:
+            out += [f"{f.name}.{k}" for k in _dotted_keys(kind_cls, kind, keep)]
+        elif keep(kind_cls):
             out.append(f.name)
     return out
 
