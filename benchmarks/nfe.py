@@ -262,16 +262,20 @@ def table(rows: list[dict], targets: list[int]) -> str:
     """Markdown: one line per (case, sampler), one column per NFE target (value ± SE and the NFE spent)."""
     head = "| case | metric | sampler | " + " | ".join(f"NFE≈{t}" for t in targets) + " |"
     lines = [head, "|" + " --- |" * (3 + len(targets))]
-    for case, metric, sampler in dict.fromkeys((r["case"], r["metric"], r["sampler"]) for r in rows):
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    first: dict[tuple, tuple] = {}  # a case's samplers in the order they run at their lowest target
+    for index, r in enumerate(rows):
+        key = (r["case"], r["metric"], r["sampler"])
+        first[key] = min(first.get(key, (math.inf, index)), (r["target"], index))
+    for case, metric, sampler in sorted(first, key=lambda k: (cases.index(k[0]), first[k])):
         cells = []
         for target in targets:
             row = next((r for r in rows if (r["case"], r["sampler"], r["target"]) == (case, sampler, target)), None)
             if row is None:
                 cells.append("")
                 continue
-            se = f" ± {row['stderr']:.2f}" if row["stderr"] is not None else ""
-            digits = 4 if row["metric"] == "W2" else 2
-            cells.append(f"{row['value']:.{digits}f}{se} ({row['nfe']})")
+            se = f" ± {row['stderr']:.2g}" if row["stderr"] is not None else ""
+            cells.append(f"{row['value']:.3g}{se} ({row['nfe']})")
         lines.append(f"| {case} | {metric} | {sampler} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

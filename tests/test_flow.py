@@ -552,3 +552,24 @@ def test_the_documented_flow_example_runs_and_matches_the_truth(capsys: pytest.C
     covariance = covariance_in_basis(FourierBasis(), variance)
     se = math.sqrt(2 * float((covariance @ covariance).trace())) / (64 * math.sqrt(512))
     assert abs(samples - exact) < 5 * se
+
+
+def test_flow_samplers_take_the_sample_configs_grid_knobs_and_their_own_default_steps() -> None:
+    """grid="uniform" with rho and t_end (sample.grid, sample.rho, sample.t_end) is the grid t_i = t_end +
+    (1 − t_end)(1 − i/N)^ρ; a grid a flow does not build is refused by name; without steps euler takes its own 100,
+    and the shared heun its 40 on the uniform grid (a flow builds no edm grid)."""
+    from diffspace.sampling import time_grid
+
+    process = build_process(FlowConfig(), facts=(1, 2, 2))
+    net = lambda z, t, **c: -z  # noqa: E731
+    shape = (3, 1, 2, 2)
+    named = SAMPLERS["euler"](process, net, shape, 6, gen(0), grid="uniform", rho=2.0, t_end=0.1)
+    explicit = SAMPLERS["euler"](process, net, shape, None, gen(0), grid=time_grid(6, 2.0, 0.1))
+    assert torch.equal(named.samples, explicit.samples)
+    with pytest.raises(ValueError, match="grid 'edm' is not offered by FlowMatching; its grids: uniform"):
+        SAMPLERS["euler"](process, net, shape, 6, gen(0), grid="edm")
+    assert SAMPLERS["euler"](process, net, shape, None, gen(0)).nfe == 100
+    assert SAMPLERS["heun"](process, net, shape, None, gen(0)).nfe == 2 * 40 + 1
+    cfg = load_preset("flow-digits").with_overrides(["sample.sampler=euler", "sample.rho=2", "sample.t_end=0.05"])
+    validate_names(cfg)
+    assert cfg.sample.sampler_options() == {"rho": 2.0, "t_end": 0.05}
