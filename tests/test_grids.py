@@ -93,7 +93,8 @@ def test_grid_refusals_are_clear() -> None:
 
 def test_a_sampler_takes_its_default_grid_a_named_grid_or_a_tensor() -> None:
     """dpmpp_2m defaults to 25 steps on the logsnr grid; grid="edm" with rho and t_end builds that grid instead; heun
-    defaults to 40 steps on the edm grid (ρ = 7, or the ρ given)."""
+    defaults to 40 steps on the windows grid (ρ = 7, or the ρ given): the edm grid for a scalar schedule, EDM-spaced
+    inside each window for a component-wise one."""
     process = _gaussian()
     defaults = defaults_of(get_sampler("dpmpp_2m"))
     default = choose_grid(process, defaults, None, None, None, None, None, "cpu")
@@ -101,13 +102,19 @@ def test_a_sampler_takes_its_default_grid_a_named_grid_or_a_tensor() -> None:
     named = choose_grid(process, defaults, 6, "edm", 5.0, 0.01, None, "cpu")
     assert torch.equal(named, make_grid(process, "edm", 6, 5.0, 0.01))
     heun = defaults_of(get_sampler("heun"))
-    assert torch.equal(choose_grid(process, heun, None, None, None, None, None, "cpu"), make_grid(process, "edm", 40, 7.0))
-    assert torch.equal(choose_grid(process, heun, 4, None, 3.0, None, None, "cpu"), make_grid(process, "edm", 4, 3.0))
+    assert torch.equal(choose_grid(process, heun, None, None, None, None, None, "cpu"),
+                       make_grid(process, "windows", 40, 7.0))
+    assert torch.allclose(make_grid(process, "windows", 40, 7.0), make_grid(process, "edm", 40, 7.0), atol=1e-6)
+    assert torch.equal(choose_grid(process, heun, 4, None, 3.0, None, None, "cpu"), make_grid(process, "windows", 4, 3.0))
+    soft = build_process(GaussianConfig(basis="pixel", schedule="soft", labels="column", softness=0.05, clip=True),
+                         facts=(1, 2, 4))
+    assert torch.equal(choose_grid(soft, heun, 12, None, None, None, None, "cpu"), make_grid(soft, "windows", 12))
+    assert not torch.allclose(make_grid(soft, "windows", 12), make_grid(soft, "edm", 12), atol=1e-3)
 
 
 def test_a_default_grid_the_process_does_not_offer_falls_back_to_uniform() -> None:
-    """Heun's default "edm" grid on a process that builds no grids of its own is the uniform grid at ρ = 1; a grid
-    asked for by name is refused instead."""
+    """Heun's default "windows" grid on a process that builds no grids of its own is the uniform grid at ρ = 1; a
+    grid asked for by name is refused instead."""
     process = _gaussian()
     process.capabilities = dataclasses.replace(process.capabilities, grids=())
     heun = defaults_of(get_sampler("heun"))

@@ -448,9 +448,9 @@ def test_exp_ode_is_second_order_on_cld() -> None:
 
 @pytest.mark.parametrize(("name", "nfes"), [("cld", (11, 21)), ("malda", (11, 21, 41))])
 def test_exp_ode_beats_heun_at_equal_nfe(name: str, nfes: tuple[int, ...]) -> None:
-    """At few NFE Heun (on its default edm grid) is unstable on the stiff CLD and MALDA kernels while exp_ode is not:
-    measured CLD 0.34 vs 209 at 11 NFE, 0.24 vs 2.0 at 21 (at 41 Heun's 0.038 is below exp_ode's 0.076); MALDA 0.36
-    vs 5.6·10⁴, 0.27 vs 77, 0.080 vs 0.53 at 11, 21, 41."""
+    """At few NFE Heun (on its default grid, uniform for a multivariate diffusion) is unstable on the stiff CLD and
+    MALDA kernels while exp_ode is not: measured CLD 0.34 vs 56 at 11 NFE, 0.24 vs 0.47 at 21 (at 41 Heun's 0.027 is
+    below exp_ode's 0.076); MALDA 0.36 vs 6.8·10³, 0.27 vs 22, 0.080 vs 0.57 at 11, 21, 41."""
     mean, cov = gaussian_data(2)
     process = make_process(name).double()
     oracle = ExactEps(process, mean, cov)

@@ -5,7 +5,7 @@ beats Heun at equal NFE on it.
 Measured orders (tests below; covariance error against the sampler's infinite-step limit on the 16×16 power-law
 field, as steps double 10 → 20 → 40 → 80): dpmpp_2m 1.19, 1.88, 1.98 (then 1.99 to 160), dpmpp_3m 3.28, 2.46, 2.17 (its
 first, first-order step bounds it by 2 asymptotically), edm_heun 2.3, 2.1, 2.05, ddim 0.83, 0.91, 0.96, heun on its
-default edm grid 1.3, 1.5, 1.9.
+default grid (windows: edm for this scalar schedule) 1.3, 1.5, 1.9.
 """
 
 from __future__ import annotations

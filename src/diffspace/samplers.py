@@ -3,7 +3,8 @@ shared signature of `diffspace.sampling`. A family lists the ones that fit it in
 
 They integrate from the start state at t_0 (default: a prior sample at 1) down the grid (by default
 Euler–Maruyama 200 steps on the "uniform" grid t_i = t_end + (1 − t_end)(1 − i/N)^ρ with ρ = 1, and Heun 40 steps
-on the process's "edm" grid with ρ = 7, or on the uniform grid where a process offers no "edm" grid) and, with `denoise`, end with one step to the
+on the process's "windows" grid with ρ = 7 — EDM's spacing of each component's noise level inside its active
+window, the "edm" grid for a scalar schedule — or on the uniform grid where a process builds no "windows" grid) and, with `denoise`, end with one step to the
 denoised estimate E[x₀ | x_{t_N}]. Each step makes its network evaluations through `process.predict` and reads
 drift, diffusion and probability-flow velocity from the prediction.
 """
@@ -84,7 +85,7 @@ def euler_maruyama(
     return finish(process, counted, x, times[-1], denoise, cond)
 
 
-@with_defaults(steps=40, grid="edm")
+@with_defaults(steps=40, grid="windows")
 @torch.no_grad()
 def heun(
     process: ContinuousProcess,
