@@ -288,15 +288,17 @@ def plot(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["sampler"] for r in rows if r["target"]
+                                                                         == min(x["target"] for x in rows)))}
     cols = min(4, len(cases))
     lines = math.ceil(len(cases) / cols)
     fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.4 * lines), squeeze=False)
     for ax, case in zip(axes.flat, cases):
         mine = [r for r in rows if r["case"] == case]
-        for sampler in dict.fromkeys(r["sampler"] for r in mine):
+        for sampler in sorted(dict.fromkeys(r["sampler"] for r in mine), key=list(colours).index):
             points = sorted((r["nfe"], r["value"], r["stderr"] or 0.0) for r in mine if r["sampler"] == sampler)
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                        ms=3, capsize=2, label=sampler)
+                        ms=3, capsize=2, label=sampler, color=colours[sampler])
         if mine[0].get("floor"):
             ax.axhline(mine[0]["floor"], color="grey", ls=":", lw=1, label="exact samples")
         ax.set_xscale("log")

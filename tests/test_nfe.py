@@ -61,3 +61,14 @@ def test_the_plan_runs_the_goal_pair_first_and_caps_the_other_samplers() -> None
     assert ("heun", 250) not in rows and ("euler_maruyama", 5) in rows and len(rows) == len(set(rows))
     assert ("binomial_bridge", 250) in nfe.plan(trained("blackout", True), [5, 250], 100)
     assert nfe.steps_for("heun", 20, False) == 10 and nfe.steps_for("dpmpp_2m", 20, False) == 19
+
+
+def test_the_samplers_page_shows_the_records_table() -> None:
+    """docs/samplers.md holds, between its nfe-table markers, the table of benchmarks/results/nfe-cpu.json's rows."""
+    root = Path(__file__).resolve().parents[1]
+    record = json.loads((root / "benchmarks" / "results" / "nfe-cpu.json").read_text())
+    page = (root / "docs" / "samplers.md").read_text()
+    start = page.index("<!-- nfe-table: benchmarks/results/nfe-cpu.json -->\n")
+    shown = page[start:page.index("<!-- /nfe-table -->")].split("\n", 1)[1].strip()
+    assert shown == nfe.table(record["rows"], record["nfe_targets"])
+    assert not record["smoke"] and record["threads"] == 1
