@@ -501,7 +501,7 @@ def quality_multivariate(ctx: Context) -> Result:
     from diffspace.metrics.bpd import elbo_bpd
 
     require_data(ctx, "mnist")
-    from diffspace.data import DataConfig, load_dataset
+    from diffspace.data import load_dataset
 
     result = Result()
     small = [] if not ctx.smoke else ["model.size=tiny", "train.batch_size=8", "data.max_items=256",
@@ -533,7 +533,7 @@ def quality_multilevel(ctx: Context) -> Result:
 
     from diffspace.build import generate
     from diffspace.config import load_preset
-    from diffspace.data import DataConfig, load_dataset
+    from diffspace.data import load_dataset
     from diffspace.metrics import function_metrics
     from diffspace.multilevel import level_images
     from diffspace.process import DataFacts
