@@ -9,12 +9,15 @@ Quality: train `blackout-binarized-mnist` (and, with --presets, `blackout-mnist`
     counts, no dequantization), averaged over --repeats stratified draws per image, standard error over the images;
   - samples generated from the empty image (every count 0) with the binomial bridge and τ-leaping at 100 and 1000
     steps: domain FID on the packaged MNIST classifier's features against binarized test images (the same
-    classifier on both sides; `domain_fid_data` is the floor, test images against training images), hist_tv
+    classifier on both sides; `domain_fid_data` is the floor, test images against training images, and
+    `domain_fid_data_at_samples` the floor at the samples' own number: disjoint sets of --samples training images
+    against the test images, mean ± se over the sets, since FID from few samples is biased upwards), hist_tv
     (total variation between the histograms of pixel counts) and mean_image_rmse (of the per-pixel means);
     the binomial bridge's samples at 1000 steps are saved as a PNG grid (--grid, under docs/figures/).
 
     python benchmarks/blackout.py --device cpu --threads 1          # the CPU record (about 20 minutes)
     python benchmarks/blackout.py --device cuda --train-steps 20000   # GPU: the presets' U-Nets and settings
+    python benchmarks/blackout.py --floor-only      # add the data floor at the samples' number to the record
 
 CPU defaults shrink the U-Net (16 channels, 2 levels, no attention) and the budget (2000 steps of 32 images, lr 2e-3
 after 100 warm-up steps); CUDA defaults use the presets' U-Nets and optimiser settings for 2000 steps of 128
@@ -24,6 +27,7 @@ images. Prints a table and writes benchmarks/results/blackout-<device>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -42,7 +46,7 @@ from diffspace.metrics.reference import ClassifierFeatures
 from diffspace.process import samplers
 from diffspace.training import read_metrics, train
 
-from records import device_name, write_record
+from records import device_name, record_path, write_record
 
 SAMPLERS = samplers()
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
@@ -99,6 +103,19 @@ def domain_features(images: torch.Tensor, levels: int, extractor: ClassifierFeat
     return torch.cat([extractor(to_uint8(chunk, levels)) for chunk in images.split(500)])
 
 
+def data_floor(reference: torch.Tensor, test_stats: FeatureStats, levels: int, extractor: ClassifierFeatures,
+               num: int, sets: int = 10) -> dict[str, float | int]:
+    """Domain FID of up to `sets` disjoint sets of `num` reference images against the test statistics: the floor
+    a perfect sampler would reach with `num` samples (mean ± se over the sets)."""
+    sets = max(1, min(sets, len(reference) // num))
+    fids = [fid_from_stats(FeatureStats.of(domain_features(reference[i * num:(i + 1) * num], levels, extractor)),
+                           test_stats) for i in range(sets)]
+    mean = sum(fids) / sets
+    se = (sum((f - mean) ** 2 for f in fids) / (sets - 1) / sets) ** 0.5 if sets > 1 else float("nan")
+    return {"domain_fid_data_at_samples": mean, "domain_fid_data_at_samples_se": se,
+            "domain_fid_data_at_samples_sets": sets, "domain_fid_data_at_samples_num": num}
+
+
 def quality(preset: str, args: argparse.Namespace, data_dir: str | None) -> tuple[dict, list[dict[str, object]]]:
     """Train `preset` for the budget, then its NLL bound and the scores of bridge and τ-leaping samples."""
     overrides = [f"train.steps={args.train_steps}", f"train.batch_size={args.train_batch}",
@@ -124,13 +141,16 @@ def quality(preset: str, args: argparse.Namespace, data_dir: str | None) -> tupl
     extractor = ClassifierFeatures("mnist", device=args.device)
     test_stats = FeatureStats.of(domain_features(test.images, levels, extractor))
     floor = fid_from_stats(FeatureStats.of(domain_features(reference.images, levels, extractor)), test_stats)
+    small_floor = data_floor(reference.images, test_stats, levels, extractor, args.samples)
     summary = {"preset": preset, "train_steps": args.train_steps, "train_batch": args.train_batch,
                "train_seconds": round(train_seconds, 1), "params_M": round(params / 1e6, 3),
                "nll_bits_per_dim": nll.value, "nll_se": nll.stderr, "nll_images": nll.num, "nll_repeats": args.repeats,
-               "domain_fid_data": floor, "loss_first_last": [losses[0], sum(losses[-3:]) / len(losses[-3:])]}
+               "domain_fid_data": floor, **small_floor, "loss_first_last": [losses[0], sum(losses[-3:]) / len(losses[-3:])]}
     print(f"{preset}: {args.train_steps} steps of {args.train_batch} in {train_seconds:.0f} s; test NLL bound "
           f"{nll.value:.4f} ± {nll.stderr:.4f} bits/dim ({nll.num} images × {args.repeats} draws); domain FID of "
-          f"training against test images {floor:.3f}", flush=True)
+          f"training against test images {floor:.3f} ({args.samples} of them: "
+          f"{small_floor['domain_fid_data_at_samples']:.3f} ± {small_floor['domain_fid_data_at_samples_se']:.3f})",
+          flush=True)
     counts_reference = process.to_state(test.images)
     rows = []
     for steps in (100, 1000):
@@ -165,6 +185,32 @@ def format_quality(row: dict[str, object]) -> str:
             f"{row['images_per_sec']:.3f} img/s")
 
 
+def floor_only(args: argparse.Namespace) -> None:
+    """Add the data floor at the recorded number of samples to each run of the existing record (no training)."""
+    path = record_path("blackout", args.device)
+    record = json.loads(path.read_text())
+    extractor = ClassifierFeatures("mnist", device=args.device)
+    for run in record["runs"]:
+        name = load_preset(run["preset"]).data.name
+        items = record["budget"]["test_items"]
+        test = load_dataset(DataConfig(name=name, split="test", max_items=items), args.data_dir)
+        reference = load_dataset(DataConfig(name=name, split="train", max_items=items), args.data_dir)
+        levels = test.info.levels
+        test_stats = FeatureStats.of(domain_features(test.images, levels, extractor))
+        run.update(data_floor(reference.images, test_stats, levels, extractor, record["budget"]["samples"]))
+        print(f"{run['preset']}: domain FID of {run['domain_fid_data_at_samples_num']} training images against the "
+              f"test images {run['domain_fid_data_at_samples']:.3f} ± {run['domain_fid_data_at_samples_se']:.3f} "
+              f"({run['domain_fid_data_at_samples_sets']} disjoint sets)")
+    record["scores"] = SCORES
+    write_record("blackout", args.device, record)
+
+
+SCORES = ("nll_bits_per_dim = NLL bound on test images (± se over images); domain_fid on the packaged MNIST "
+          "classifier's features against the test images (domain_fid_data: training images against test images; "
+          "domain_fid_data_at_samples: disjoint sets of as many training images as samples against test images, "
+          "mean ± se over the sets); hist_tv and mean_image_rmse are first-order proxies")
+
+
 def main() -> None:
     """Parse the budget, run throughput and quality, print tables, write the JSON record."""
     cuda = torch.cuda.is_available()
@@ -184,6 +230,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--data-dir", default=os.environ.get("DIFFSPACE_DATA"))
     parser.add_argument("--presets", nargs="*", default=["blackout-binarized-mnist"], choices=PRESETS)
+    parser.add_argument("--floor-only", action="store_true",
+                        help="add the data floor at the recorded number of samples to the existing record and stop")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,6 +244,10 @@ def main() -> None:
     args.throughput_batch = args.throughput_batch or (256 if on_gpu else 64)
     args.small_net = not on_gpu
     torch.manual_seed(0)
+    if args.floor_only:
+        floor_only(args)
+        return
+    load_start = [round(v, 2) for v in os.getloadavg()]
 
     throughput = sampler_throughput(args.device, args.throughput_batch, 1000)
     print(f"{'sampler':<20} {'network':<10} {'batch':>5} {'steps':>5} {'img/s':>10}")
@@ -204,14 +256,13 @@ def main() -> None:
     runs = [quality(preset, args, args.data_dir) for preset in args.presets]
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     record = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_average_1_5_15min": load,
+              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "load_average_1_5_15min_start": load_start, "load_average_1_5_15min": load,
               "budget": {"train_steps": args.train_steps, "train_batch": args.train_batch, "lr": args.lr,
                          "warmup_steps": args.warmup, "samples": args.samples, "test_items": args.test_items,
                          "repeats": args.repeats},
               "network": "presets' U-Nets" if on_gpu else "U-Net " + " ".join(CPU_NET),
-              "scores": "nll_bits_per_dim = NLL bound on test images (± se over images); domain_fid on the packaged "
-                        "MNIST classifier's features against the test images (domain_fid_data: training images "
-                        "against test images); hist_tv and mean_image_rmse are first-order proxies",
+              "scores": SCORES,
               "throughput": throughput, "runs": [summary for summary, _ in runs],
               "quality": [row for _, rows in runs for row in rows]}
     write_record("blackout", args.device, record)

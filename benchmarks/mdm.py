@@ -11,7 +11,13 @@ K×K work (`kernel_seconds`: the importance draw of t, the kernel at the batch's
 learned diffusion a rebuilt importance table and the backward pass; median of 50) over the mean time of a
 training step (forward, backward, clipping, AdamW, EMA).
 
+With --timing-only nothing is evaluated: each diffusion trains --steps steps through `Trainer.train_step`, each
+step timed on its own after 10 warm-up steps, and the kernel share is the median kernel time over the median step
+time, in wall time and in the thread's CPU time (`time.thread_time`, which the load of a shared machine distorts
+far less); the record is benchmarks/results/mdm-kernel-<device>.json, so the bits/dim record stays as it is.
+
     DIFFSPACE_DATA=/path/to/data python benchmarks/mdm.py --threads 1          # CPU: 3000 steps, 14×14
+    python benchmarks/mdm.py --threads 1 --steps 200 --timing-only             # the kernel share only
     python benchmarks/mdm.py --resolution 28 --steps 20000 --batch 128 --paper-net  # GPU run, paper U-Net
 
 Prints a table and writes benchmarks/results/mdm-<device>.json.
@@ -21,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,7 +39,10 @@ import diffspace
 from diffspace.config import load_preset
 from diffspace.data import DataConfig, load_dataset
 from diffspace.metrics.bpd import elbo_bpd
+from diffspace.build import build
 from diffspace.training import train
+from diffspace.training.distributed import World
+from diffspace.training.loop import Trainer
 
 from records import device_name, write_record
 DIFFUSIONS = ("vp", "cld", "malda", "learned2")
@@ -38,11 +50,12 @@ DEFAULT = ("vp", "cld", "learned2")
 SMALL_NET = ["model.channels=16", "model.channel_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=7"]
 
 
-def kernel_seconds(process: torch.nn.Module, batch: int, device: torch.device, repeats: int = 50) -> float:
+def kernel_seconds(process: torch.nn.Module, batch: int, device: torch.device, repeats: int = 50,
+                   cpu: bool = False) -> float | tuple[float, float]:
     """Median seconds of one training step's K×K work, as `elbo_terms` does it: the importance draw of t, the kernel at
     the B times and at (t_min, 1) (`kernel_with_ends`), the weight M and, for a learned diffusion, a new value of
     (Q, D) each time (as after an optimizer step: the importance table is rebuilt) and the backward pass through all
-    of it. The median resists the load of a shared machine."""
+    of it. The median resists the load of a shared machine. With `cpu`, (wall, thread CPU time) medians."""
     generator = torch.Generator(device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     params = [p for p in process.parameters() if p.requires_grad]
@@ -58,25 +71,60 @@ def kernel_seconds(process: torch.nn.Module, batch: int, device: torch.device, r
             sum(k.chol.sum() + k.linv.sum() + k.phi.sum() + k.weight().sum() for k in kernels).backward()
 
     work()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         work()
         sync()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.thread_time() - cpu_start)
     for p in params:
         p.grad = None
+    if cpu:
+        return statistics.median(times), statistics.median(cpu_times)
     return sorted(times)[len(times) // 2]
 
 
-def run(name: str, args: argparse.Namespace, device: str, test_images: torch.Tensor) -> dict[str, object]:
-    """Train one diffusion, evaluate it, time its kernel; one result row (per-image bits/dim kept for pairing)."""
+def config(name: str, args: argparse.Namespace, device: str):
+    """The `mdm-mnist-<name>` preset with the benchmark's budget and network."""
     overrides = [f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"train.lr={args.lr}",
                  f"train.device={device}", "train.bf16=off", "sample.num=0", f"train.seed={args.seed}",
                  f"train.checkpoint_every={args.steps}", f"train.log_every={max(1, args.steps // 10)}",
                  f"data.resolution={args.resolution}", f"train.warmup_steps={min(100, args.steps // 10)}"]
-    cfg = load_preset(f"mdm-mnist-{name}").with_overrides(overrides + ([] if args.paper_net else SMALL_NET))
+    return load_preset(f"mdm-mnist-{name}").with_overrides(overrides + ([] if args.paper_net else SMALL_NET))
+
+
+def timing(name: str, args: argparse.Namespace, device: str, warmup: int = 10) -> dict[str, object]:
+    """Train one diffusion for args.steps steps, each `Trainer.train_step` timed on its own (wall and thread CPU
+    time) after `warmup` untimed ones; then the kernel's time (`kernel_seconds`) on the trained process. The share
+    is median kernel over median step, on each clock."""
+    cfg = config(name, args, device)
+    built = build(cfg)
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(cfg, Path(run_dir), World(), device, None, True, built)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        for i in range(args.steps):
+            sync()
+            start, cpu_start = time.perf_counter(), time.thread_time()
+            trainer.train_step()
+            sync()
+            if i >= warmup:
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.thread_time() - cpu_start)
+        process = trainer.model.process
+        kernel, kernel_cpu = kernel_seconds(process, args.batch, torch.device(device), repeats=100, cpu=True)
+    step, step_cpu = statistics.median(walls), statistics.median(cpus)
+    return {"diffusion": name, "num_vars": process.num_vars, "steps": args.steps, "timed_steps": len(walls),
+            "batch": args.batch, "step_ms": 1000 * step, "step_cpu_ms": 1000 * step_cpu,
+            "step_ms_mean": 1000 * statistics.fmean(walls), "kernel_ms": 1000 * kernel,
+            "kernel_cpu_ms": 1000 * kernel_cpu, "kernel_share": kernel / step, "kernel_share_cpu": kernel_cpu / step_cpu}
+
+
+def run(name: str, args: argparse.Namespace, device: str, test_images: torch.Tensor) -> dict[str, object]:
+    """Train one diffusion, evaluate it, time its kernel; one result row (per-image bits/dim kept for pairing)."""
+    cfg = config(name, args, device)
     with tempfile.TemporaryDirectory() as run_dir:
         began = time.perf_counter()
         result = train(cfg, run_dir, quiet=True)
@@ -127,10 +175,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--paper-net", action="store_true", help="the presets' 128-channel U-Net, not the small one")
     parser.add_argument("--only", nargs="*", default=list(DEFAULT), choices=DIFFUSIONS, help="diffusions to run")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="time the steps and the kernel only (no evaluation); record mdm-kernel-<device>.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.timing_only:
+        load_start = [round(v, 2) for v in os.getloadavg()]
+        print(f"{'diffusion':<10} {'K':>2} {'step ms':>9} {'CPU ms':>8} {'kernel ms':>9} {'CPU ms':>8} {'share':>7} "
+              f"{'CPU share':>9}")
+        rows = []
+        for name in args.only:
+            row = timing(name, args, device)
+            rows.append(row)
+            print(f"{name:<10} {row['num_vars']:>2} {row['step_ms']:>9.1f} {row['step_cpu_ms']:>8.1f} "
+                  f"{row['kernel_ms']:>9.3f} {row['kernel_cpu_ms']:>8.3f} {100 * row['kernel_share']:>6.2f}% "
+                  f"{100 * row['kernel_share_cpu']:>8.2f}%", flush=True)
+        record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
+                  "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                  "load_average_1_5_15min_start": load_start,
+                  "load_average_1_5_15min_end": [round(v, 2) for v in os.getloadavg()],
+                  "net": "paper" if args.paper_net else " ".join(SMALL_NET), "resolution": args.resolution,
+                  "steps": args.steps, "batch": args.batch,
+                  "timing": "median of each training step (Trainer.train_step) after 10 warm-up steps; kernel: "
+                            "median of 100 kernel_seconds repeats on the trained process; wall and thread CPU time",
+                  "results": rows}
+        write_record("mdm-kernel", device, record)
+        return
     test = load_dataset(DataConfig(name="mnist", split="test", max_items=args.test_items,
                                    resolution=args.resolution)).images
     rows = []

@@ -10,7 +10,10 @@ training loss on held-out data, fixed times and noise, raw weights) is measured 
 timed region. L* is the baseline's final loss (mean of its last 3 evaluations); for each run
 the table gives the training wall time until the mean of 3 consecutive evaluations first
 reaches L*, the ratio multilevel / single (target ≤ 0.6), and both runs' losses at the wall
-time of the shorter run. Then both final models (so: at equal fine validation loss when the
+time of the shorter run. The same times and ratio are also measured in CPU time of the process
+(`time.process_time` around the training steps), which a shared, loaded machine distorts far
+less than wall time (with one torch thread the two agree on an idle machine); the load average
+is recorded at the start of each case and of the run. Then both final models (so: at equal fine validation loss when the
 multilevel run reached L*) sample (Euler–Maruyama) at N
 and at 2N, scored against data at that resolution: relative spectrum error per octave band,
 sliced Wasserstein SW₂ and Riesz MMD². For grf the data at 2N are exact fields; for mnist
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -95,29 +99,32 @@ def train_curve(cfg: RunConfig, val: torch.Tensor, eval_every: int, device: str,
     torch.manual_seed(cfg.train.seed)
     built = build(cfg)
     fine = process_at(cfg.process, tuple(val.shape[1:])).to(device)
-    curve, seconds = [], 0.0
+    curve, seconds, cpu_seconds = [], 0.0, 0.0
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir), World(), device, None, True, built)
         while trainer.step < cfg.train.steps:
             sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(min(eval_every, cfg.train.steps - trainer.step)):
                 trainer.train_step()
             sync()
             seconds += time.perf_counter() - start
+            cpu_seconds += time.process_time() - cpu_start
             loss = validation_loss(fine, trainer.model.net, val.to(device), seed=1)
-            curve.append({"step": trainer.step, "seconds": round(seconds, 3), "val_loss": loss})
+            curve.append({"step": trainer.step, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                          "val_loss": loss})
             if stop_at is not None and time_to_reach(curve, stop_at) is not None:
                 break
     return curve, built
 
 
-def time_to_reach(curve: list[dict], target: float, window: int = 3) -> float | None:
-    """Training seconds at which the mean of `window` consecutive evaluations first is ≤ target."""
+def time_to_reach(curve: list[dict], target: float, window: int = 3, clock: str = "seconds") -> float | None:
+    """Training seconds (`clock`: "seconds" wall, "cpu_seconds" process CPU time) at which the mean of `window`
+    consecutive evaluations first is ≤ target."""
     for i in range(window - 1, len(curve)):
         if sum(c["val_loss"] for c in curve[i - window + 1:i + 1]) / window <= target:
-            return curve[i]["seconds"]
+            return curve[i][clock]
     return None
 
 
@@ -143,6 +150,7 @@ def compare(case: str, device: str, full: bool, eval_every: int, num_samples: in
     """Both runs of one case with one training seed: loss curves, time to L*, ratio, and (when `sample`) sample
     metrics at N and 2N."""
     runs, target = {}, None
+    load = [round(v, 2) for v in os.getloadavg()]
     for mode in ("off", "schedule"):
         cfg = run_config(case, mode, device, full, seed)
         fine = FULL[case][0] if full else CASES[case][2]
@@ -153,34 +161,45 @@ def compare(case: str, device: str, full: bool, eval_every: int, num_samples: in
                    if sample else {})
         runs["single" if mode == "off" else "multilevel"] = {
             "levels": list(cfg.multilevel.resolutions) or [fine], "steps": list(cfg.multilevel.steps) or [cfg.train.steps],
-            "steps_run": curve[-1]["step"], "curve": curve, "train_seconds": curve[-1]["seconds"], "metrics": metrics}
+            "steps_run": curve[-1]["step"], "curve": curve, "train_seconds": curve[-1]["seconds"],
+            "train_cpu_seconds": curve[-1]["cpu_seconds"], "metrics": metrics}
     reach = {name: time_to_reach(run["curve"], target) for name, run in runs.items()}
     ratio = reach["multilevel"] / reach["single"] if reach["multilevel"] and reach["single"] else None
+    reach_cpu = {name: time_to_reach(run["curve"], target, clock="cpu_seconds") for name, run in runs.items()}
+    ratio_cpu = (reach_cpu["multilevel"] / reach_cpu["single"] if reach_cpu["multilevel"] and reach_cpu["single"]
+                 else None)
     budget = min(run["train_seconds"] for run in runs.values())
     same_time = {name: loss_at(run["curve"], budget) for name, run in runs.items()}
-    return {"case": case, "seed": seed, "target_loss": target, "time_to_target": reach, "ratio": ratio,
+    return {"case": case, "seed": seed, "load_average_1_5_15min": load, "target_loss": target,
+            "time_to_target": reach, "ratio": ratio, "cpu_time_to_target": reach_cpu, "ratio_cpu": ratio_cpu,
             "equal_time_seconds": budget, "loss_at_equal_time": same_time, "runs": runs}
 
 
 def summarise(results: list[dict]) -> list[dict]:
-    """One flat row per case over its seeds: times to L*, the ratio mean ± standard error over seeds (a seed whose
-    multilevel run did not reach L* counts with its whole training time, a lower bound of its ratio, and is counted
-    in `not_reached`), and the first seed's SW₂ at N and 2N."""
+    """One flat row per case over its seeds: times to L*, the ratio mean ± standard error over seeds, in wall time
+    and in CPU time (a seed whose multilevel run did not reach L* counts with its whole training time, a lower bound
+    of its ratio, and is counted in `not_reached`), and the first seed's SW₂ at N and 2N."""
     rows = []
     for case in dict.fromkeys(r["case"] for r in results):
         runs = [r for r in results if r["case"] == case]
-        ratios = [r["ratio"] if r["ratio"] is not None
-                  else r["runs"]["multilevel"]["train_seconds"] / r["time_to_target"]["single"] for r in runs]
-        mean = sum(ratios) / len(ratios)
-        se = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5 if len(ratios) > 1 else None
+        row = {"case": case, "seeds": len(runs), "target_loss": runs[0]["target_loss"]}
+        for suffix, reach, ratio, train in (("", "time_to_target", "ratio", "train_seconds"),
+                                            ("_cpu", "cpu_time_to_target", "ratio_cpu", "train_cpu_seconds")):
+            if any(reach not in r for r in runs):  # an earlier record without CPU times
+                continue
+            ratios = [r[ratio] if r[ratio] is not None
+                      else r["runs"]["multilevel"][train] / r[reach]["single"] for r in runs]
+            mean = sum(ratios) / len(ratios)
+            se = ((sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5
+                  if len(ratios) > 1 else None)
+            row.update({f"single{suffix}_s": sum(r[reach]["single"] or 0 for r in runs) / len(runs),
+                        f"multilevel{suffix}_s": sum(r[reach]["multilevel"] or r["runs"]["multilevel"][train]
+                                                     for r in runs) / len(runs),
+                        f"ratio{suffix}": mean, f"ratio{suffix}_se": se, f"ratios{suffix}": ratios})
         first = runs[0]
-        row = {"case": case, "seeds": len(runs), "target_loss": first["target_loss"],
-               "single_s": sum(r["time_to_target"]["single"] or 0 for r in runs) / len(runs),
-               "multilevel_s": sum(r["time_to_target"]["multilevel"] or r["runs"]["multilevel"]["train_seconds"]
-                                   for r in runs) / len(runs),
-               "ratio": mean, "ratio_se": se, "ratios": ratios, "not_reached": sum(r["ratio"] is None for r in runs),
-               "coarse_steps": first["runs"]["multilevel"]["steps"][0],
-               "fine_steps_run": first["runs"]["multilevel"]["steps_run"] - first["runs"]["multilevel"]["steps"][0]}
+        row.update({"not_reached": sum(r["ratio"] is None for r in runs),
+                    "coarse_steps": first["runs"]["multilevel"]["steps"][0],
+                    "fine_steps_run": first["runs"]["multilevel"]["steps_run"] - first["runs"]["multilevel"]["steps"][0]})
         for name in ("single", "multilevel"):
             for res, m in first["runs"][name]["metrics"].items():
                 row[f"sw2_{name}_{res}"] = m["sliced_wasserstein"]
@@ -240,7 +259,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     record = {"device": device, "device_name": device_name(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "full": args.full, "sample_steps": args.sample_steps,
+              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "load_average_1_5_15min_start": [round(v, 2) for v in os.getloadavg()], "full": args.full, "sample_steps": args.sample_steps,
               "samples": args.samples, "cases": [], "throughput": None}
     for case in args.cases.split(","):
         for seed in range(args.seeds):
@@ -259,10 +279,15 @@ def main() -> None:
         earlier = [case for case in json.loads(path.read_text())["cases"] if case["case"] not in ran]
         record["cases"] = earlier + record["cases"]
     record["summary"] = summarise(record["cases"])
+    record["load_average_1_5_15min_end"] = [round(v, 2) for v in os.getloadavg()]
     for row in record["summary"]:
-        se = "" if row["ratio_se"] is None else f" ± {row['ratio_se']:.2f}"
-        print(f"{row['case']}: ratio multilevel / single wall time to L* {row['ratio']:.2f}{se} over {row['seeds']} "
-              f"seeds ({', '.join(f'{r:.2f}' for r in row['ratios'])}; {row['not_reached']} not reached)")
+        for clock, suffix in (("wall", ""), ("CPU", "_cpu")):
+            if f"ratio{suffix}" not in row:
+                continue
+            se = "" if row[f"ratio{suffix}_se"] is None else f" ± {row[f'ratio{suffix}_se']:.2f}"
+            print(f"{row['case']}: ratio multilevel / single {clock} time to L* {row[f'ratio{suffix}']:.2f}{se} over "
+                  f"{row['seeds']} seeds ({', '.join(f'{r:.2f}' for r in row[f'ratios{suffix}'])}; "
+                  f"{row['not_reached']} not reached)")
     write_record("multilevel", device, record)
 
 
@@ -270,19 +295,21 @@ def print_case(result: dict) -> None:
     """The table of one case."""
     print(f"\n{result['case']} (seed {result.get('seed', 0)}): target L* = {result['target_loss']:.4f} (single-level "
           "final fine validation loss)")
-    print(f"{'run':<11} {'levels':<9} {'steps run/max':<15} {'train s':>8} {'s to L*':>8}  "
-          f"{'res':>4} {'SW2':>7} {'MMD²':>9}  spectrum rel. error per octave")
+    print(f"{'run':<11} {'levels':<9} {'steps run/max':<15} {'train s':>8} {'s to L*':>8} {'CPU s':>8} "
+          f"{'to L*':>8}  {'res':>4} {'SW2':>7} {'MMD²':>9}  spectrum rel. error per octave")
     for name, run in result["runs"].items():
-        reach = result["time_to_target"][name]
+        reach, reach_cpu = result["time_to_target"][name], result["cpu_time_to_target"][name]
         lead = (f"{name:<11} {'→'.join(map(str, run['levels'])):<9} {str(run['steps_run']) + '/' + '+'.join(map(str, run['steps'])):<15} "
-                f"{run['train_seconds']:>8.1f} {reach if reach is None else round(reach, 1)!s:>8}")
+                f"{run['train_seconds']:>8.1f} {reach if reach is None else round(reach, 1)!s:>8} "
+                f"{run['train_cpu_seconds']:>8.1f} {reach_cpu if reach_cpu is None else round(reach_cpu, 1)!s:>8}")
         if not run["metrics"]:
             print(lead)
         for i, (res, m) in enumerate(run["metrics"].items()):
             bands = " ".join(f"{e:.2f}" for e in m["spectrum_error"])
-            print(f"{lead if i == 0 else ' ' * 54}  {res:>4} {m['sliced_wasserstein']:>7.3f} {m['riesz_mmd']:>9.5f}  {bands}")
-    ratio = result["ratio"]
-    print(f"ratio multilevel / single wall time to L*: {'not reached' if ratio is None else f'{ratio:.2f}'}")
+            print(f"{lead if i == 0 else ' ' * 72}  {res:>4} {m['sliced_wasserstein']:>7.3f} {m['riesz_mmd']:>9.5f}  {bands}")
+    ratio, ratio_cpu = result["ratio"], result["ratio_cpu"]
+    print(f"ratio multilevel / single time to L*: wall {'not reached' if ratio is None else f'{ratio:.2f}'}, CPU "
+          f"{'not reached' if ratio_cpu is None else f'{ratio_cpu:.2f}'} (load average {result['load_average_1_5_15min']})")
     same = result["loss_at_equal_time"]
     print(f"fine validation loss after {result['equal_time_seconds']:.1f} s of training: "
           f"single {same['single']:.4f}, multilevel {same['multilevel']:.4f}")

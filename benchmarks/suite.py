@@ -460,39 +460,34 @@ def add(result: Result, name: str, entry: Any, unit: str) -> None:
     result.figures.append(Figure(name, entry.value, unit, entry.stderr))
 
 
-def quality_mnist(ctx: Context) -> Result:
-    """The `mnist` preset for about a minute: domain FID (classifier features) and bits/dim."""
+#: Overrides that shrink a preset to smoke size.
+SMOKE_MNIST = ["model.size=tiny", "train.batch_size=8", "data.max_items=256", "data.resolution=14"]
+
+
+def quality_of_preset(ctx: Context, preset: str, overrides: list[str], at: str, softness: float | None) -> Result:
+    """`preset` (with `overrides`, or smoke sizes) trained for about a minute: domain FID and test bits/dim."""
     from diffspace.config import load_preset
 
     require_data(ctx, "mnist")
     result = Result()
-    cfg = load_preset("mnist")
-    if ctx.smoke:
-        cfg = cfg.with_overrides(["model.size=tiny", "train.batch_size=8", "data.max_items=256", "data.resolution=14"])
+    cfg = load_preset(preset).with_overrides(overrides if not ctx.smoke else SMOKE_MNIST)
     trained, run_dir = train_to_fit(ctx, result, cfg, 3000 if not ctx.smoke else 3, 0.55 * ctx.left())
     found = evaluate(ctx, result, trained, run_dir, ["domain_fid", "bpd"], ctx.left() - 2,
-                     1000 if not ctx.smoke else 8, 1000 if not ctx.smoke else 8)
-    add(result, "domain FID", found["domain_fid"], "")
-    add(result, "bits/dim (test)", found["bpd"], "bits/dim")
+                     1000 if not ctx.smoke else 8, 1000 if not ctx.smoke else 8, softness=softness)
+    add(result, f"domain FID{at}", found["domain_fid"], "")
+    add(result, f"bits/dim{at} (test)", found["bpd"], "bits/dim")
     return result
+
+
+def quality_mnist(ctx: Context) -> Result:
+    """The `mnist` preset for about a minute: domain FID (classifier features) and bits/dim."""
+    return quality_of_preset(ctx, "mnist", [], "", None)
 
 
 def quality_gud(ctx: Context) -> Result:
     """One GUD softness point: gud-mnist-pca (whitened PCA prior, softness-conditioned U-Net) evaluated at a = 1."""
-    from diffspace.config import load_preset
-
-    require_data(ctx, "mnist")
-    result = Result()
-    cfg = load_preset("gud-mnist-pca").with_overrides(["model.size=small", "train.lr=0.001", "train.ema_decay=0.999"]
-                                                      if not ctx.smoke else
-                                                      ["model.size=tiny", "train.batch_size=8", "data.max_items=256",
-                                                       "data.resolution=14"])
-    trained, run_dir = train_to_fit(ctx, result, cfg, 3000 if not ctx.smoke else 3, 0.55 * ctx.left())
-    found = evaluate(ctx, result, trained, run_dir, ["domain_fid", "bpd"], ctx.left() - 2,
-                     1000 if not ctx.smoke else 8, 1000 if not ctx.smoke else 8, softness=1.0)
-    add(result, "domain FID at a = 1", found["domain_fid"], "")
-    add(result, "bits/dim at a = 1 (test)", found["bpd"], "bits/dim")
-    return result
+    return quality_of_preset(ctx, "gud-mnist-pca", ["model.size=small", "train.lr=0.001", "train.ema_decay=0.999"],
+                             " at a = 1", 1.0)
 
 
 def quality_multivariate(ctx: Context) -> Result:
@@ -501,11 +496,10 @@ def quality_multivariate(ctx: Context) -> Result:
     from diffspace.metrics.bpd import elbo_bpd
 
     require_data(ctx, "mnist")
-    from diffspace.data import DataConfig, load_dataset
+    from diffspace.data import load_dataset
 
     result = Result()
-    small = [] if not ctx.smoke else ["model.size=tiny", "train.batch_size=8", "data.max_items=256",
-                                      "data.resolution=14"]
+    small = [] if not ctx.smoke else SMOKE_MNIST
     configs = {name: load_preset(f"mdm-mnist-{name}").with_overrides(small) for name in ("cld", "learned2")}
     per_step = seconds_per_step(ctx, configs["learned2"].with_overrides(["train.steps=1000"]))  # the slower one
     nominal = 1500 if not ctx.smoke else 3
@@ -533,7 +527,7 @@ def quality_multilevel(ctx: Context) -> Result:
 
     from diffspace.build import generate
     from diffspace.config import load_preset
-    from diffspace.data import DataConfig, load_dataset
+    from diffspace.data import load_dataset
     from diffspace.metrics import function_metrics
     from diffspace.multilevel import level_images
     from diffspace.process import DataFacts
