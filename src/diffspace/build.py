@@ -95,14 +95,17 @@ def generate(
     cond: dict[str, Any] | None = None,
     progress: bool = False,
     options: Mapping[str, Any] | None = None,
+    compile: bool = False,
 ) -> tuple[Tensor, int]:
     """`num` samples of per-image shape `shape` (C, H, W) in model space, drawn in batches of at most `batch_size`;
     sample i's noise comes from its own generator seeded (seed, i), so it does not depend on the batch size.
     Returns (samples on CPU, NFE per batch). `cond` (e.g. {"softness": 0.7}) is passed to the sampler, and so are
     its knobs `options` (grid, rho, t_end, eta, …; checked against its signature: `check_sampler_options`);
-    steps None takes the sampler's default."""
+    steps None takes the sampler's default. `compile` runs the network through torch.compile (same samples up to
+    floating-point reassociation)."""
     fn = get_sampler(sampler)
     knobs = check_sampler_options(sampler, options or {})
+    net = torch.compile(model.net, dynamic=False) if compile else model.net
     chunks, nfe = [], 0
     was_training = model.training
     model.eval()
@@ -111,7 +114,7 @@ def generate(
             size = min(batch_size, num - start)
             generator = PerSampleGenerator.for_indices(seed, range(start, start + size), device)
             try:
-                result = fn(model.process, model.net, (size, *shape), steps, generator, cond=cond, progress=progress,
+                result = fn(model.process, net, (size, *shape), steps, generator, cond=cond, progress=progress,
                             **knobs)
             except ValueError as err:  # bad steps or options for this sampler: a usage error, not a crash
                 raise ConfigError(f"sampler {sampler!r}: {err}") from None

@@ -105,6 +105,9 @@ def _add_sampler_knobs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a sampler knob, e.g. eta=0.5 (ddim, dpmpp_*), churn=10 (edm_heun), snr=0.1 (pc), "
                         "order=3 (exp_ode), rounding=nearest (binomial_bridge); repeat for several")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the network for sampling (default: the run's sample.compile); the first "
+                        "batch pays the compile")
 
 
 def _sampler_knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,7 +222,7 @@ def _sample(args: argparse.Namespace) -> int:
     report = sample_model(args.model or args.run, args.out, args.num, args.steps, args.sampler, args.seed,
                           not args.no_ema, args.data_dir, args.resolution, args.extend_right,
                           progress=not args.quiet and sys.stderr.isatty(),
-                          batch_size=args.batch_size, options=_sampler_knobs(args))
+                          batch_size=args.batch_size, options=_sampler_knobs(args), compile=args.compile)
     weights = "EMA" if report.ema else "raw"
     extended = f", extended by {args.extend_right} columns" if args.extend_right is not None else ""
     knobs = "".join(f", {key}={value}" for key, value in report.options.items())
@@ -238,7 +241,7 @@ def _eval(args: argparse.Namespace) -> int:
                           divergence=args.divergence, reference_num=args.reference_num,
                           inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
                           softness=args.softness, images=args.images, ema=not args.no_ema, data_dir=args.data_dir,
-                          device=args.device, sampler_options=_sampler_knobs(args))
+                          device=args.device, sampler_options=_sampler_knobs(args), compile=args.compile)
     report = evaluate_path(args.model or args.run, parse_metrics(args.metrics), args.out, options)
     for e in report.entries:
         error = f" ± {e.stderr:.4g}" if e.stderr is not None else ""

@@ -104,6 +104,8 @@ class SampleConfig:
                signature (`check_sampler_options`).
     grid, rho, t_end and options belong to `sampler`: another sampler asked for on the command line starts from
     its own defaults. `steps` applies to whichever sampler runs.
+    compile  — torch.compile the network for sampling (inductor; the first batch pays the compile, later
+               batches of the same shape reuse it).
     """
 
     sampler: str = "euler_maruyama"
@@ -115,6 +117,7 @@ class SampleConfig:
     num: int = field(default=64, metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
     batch_size: int = field(default=256, metadata={"min": 1})
+    compile: bool = False
 
     def __post_init__(self) -> None:
         """grid, rho and t_end are fields, not options."""

@@ -75,7 +75,8 @@ class EvalOptions:
     images and draws, reference-set size (None: the whole training split), weight overrides,
     an evaluation softness (softness-conditioned GUD models), an .npz of images to score in place of
     the test split, EMA or raw weights, data folder, device, and sampler knobs (grid, rho, t_end, eta, …) on top
-    of the run's own for its sampler."""
+    of the run's own for its sampler; `compile` (default: the run's sample.compile) runs the network through
+    torch.compile."""
 
     num: int = 1000
     steps: int | None = None
@@ -94,6 +95,7 @@ class EvalOptions:
     data_dir: str | None = None
     device: str = "auto"
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    compile: bool | None = None
 
 
 @dataclass
@@ -161,6 +163,7 @@ class _Context:
         steps = options.steps if options.steps is not None else self.cfg.sample.steps
         self.steps = steps_of_run(self.model, self.sampler, steps)
         self.knobs = self.cfg.sample.knobs_for(self.sampler, options.sampler_options)
+        self.compile = self.cfg.sample.compile if options.compile is None else options.compile
         self.cond = {} if options.softness is None else {"softness": options.softness}
         self.samples: Tensor | None = None
         self.nfe: int | None = None
@@ -180,7 +183,7 @@ class _Context:
             batch = self.options.batch_size or self.cfg.sample.batch_size
             self.samples, self.nfe = generate(self.model, self.facts.shape, self.options.num, self.sampler,
                                               self.steps, self.options.seed, batch, self.device, cond=self.cond,
-                                              options=self.knobs)
+                                              options=self.knobs, compile=self.compile)
         return self.samples
 
     def pictures(self) -> Tensor:

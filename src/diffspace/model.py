@@ -111,15 +111,17 @@ class TrainedModel:
 
     def sample(self, num: int, sampler: str | None = None, steps: int | None = None, seed: int | None = None,
                batch_size: int | None = None, cond: dict[str, Any] | None = None, progress: bool = False,
-               **options: Any) -> Tensor:
+               compile: bool | None = None, **options: Any) -> Tensor:
         """`num` samples (num, C, H, W) in model space on the CPU; unset arguments take the run's sample config.
         `options` are the sampler's knobs (grid="edm", rho=7, eta=0.5, churn=10, …) on top of the run's own for its
-        sampler. Sample i depends on the seed and i alone (not on the batch size)."""
+        sampler. Sample i depends on the seed and i alone (not on the batch size). `compile` (default: the run's
+        sample.compile) runs the network through torch.compile."""
         s = self.config.sample
         sampler = sampler or s.sampler
         samples, _ = generate(self.model, self.facts.shape, num, sampler, steps or s.steps,
                               s.seed if seed is None else seed, batch_size or s.batch_size, self.device, cond=cond,
-                              progress=progress, options=s.knobs_for(sampler, options))
+                              progress=progress, options=s.knobs_for(sampler, options),
+                              compile=s.compile if compile is None else compile)
         return samples
 
     def nll(self, x: Tensor, repeats: int = 1, seed: int = 0, batch_size: int = 256,

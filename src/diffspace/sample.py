@@ -74,6 +74,7 @@ def sample_model(
     progress: bool = False,
     batch_size: int | None = None,
     options: Mapping[str, Any] | None = None,
+    compile: bool | None = None,
 ) -> SampleReport:
     """Draw `num` samples from a model folder or run directory (EMA weights unless ema=False) and write them to
     `out`: a .png grid, or a .npz with `samples` (N, C, H, W) float32 in model space, `levels` (0 for continuous
@@ -81,7 +82,8 @@ def sample_model(
     images, at a resolution the model may never have seen (see `at_resolution`); `extend_right` K extends each
     sample by K columns (models that generate columns left to right). Sample i depends on the seed and i alone,
     not on `batch_size` (samples per sampler call). `options` are sampler knobs (grid, rho, t_end, eta, …) on top
-    of the run's own for its sampler (`SampleConfig.knobs_for`). The data set is never read (`data_dir` serves run
+    of the run's own for its sampler (`SampleConfig.knobs_for`); `compile` (default: the run's sample.compile) runs
+    the network through torch.compile. The data set is never read (`data_dir` serves run
     checkpoints written before they recorded their data facts)."""
     out = check_output(out, (".png", ".npz"))
     for name, value in (("--num", num), ("--steps", steps), ("--extend-right", extend_right),
@@ -105,7 +107,8 @@ def sample_model(
             raise ConfigError(f"--extend-right: process.kind={cfg.process.kind} has no image extension")
     steps = steps_of_run(model, sampler, steps)
     samples, nfe = generate(model, facts.shape, num, sampler, steps, seed, batch_size or s.batch_size,
-                            trained.device, progress=progress, options=knobs)
+                            trained.device, progress=progress, options=knobs,
+                            compile=s.compile if compile is None else compile)
     if extend is not None:
         try:
             with torch.no_grad():

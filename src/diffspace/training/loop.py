@@ -366,7 +366,7 @@ class Trainer:
         model = Model(StopAtCall(ema.net, lambda: self.stop_requested), ema.process).train(ema.training)
         try:
             samples, _ = generate(model, tuple(self.images.shape[1:]), s.num, s.sampler, s.steps,
-                                  s.seed, s.batch_size, self.device, options=s.sampler_options())
+                                  s.seed, s.batch_size, self.device, options=s.sampler_options(), compile=s.compile)
         except GridStopped:
             self._warn("sample grid abandoned")
             return False
