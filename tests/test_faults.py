@@ -215,6 +215,21 @@ def test_nan_and_inf_data_are_a_data_error_naming_set_count_and_first_item(tmp_p
     assert code == 1 and len(err.strip().splitlines()) == 1 and "3 NaN/Inf values" in err
 
 
+def test_the_value_check_counts_across_its_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffspace.data.registry as registry
+
+    monkeypatch.setattr(registry, "CHECK_CHUNK", 3)  # 10 items: chunks of 3, 3, 3, 1
+    images = torch.zeros(10, 1, 2, 2)
+    images[4, 0, 0, 0], images[4, 0, 1, 1], images[9, 0, 0, 1] = float("nan"), float("inf"), float("nan")
+    images[1, 0, 0, 0] = 2.0  # out of range, but NaN/Inf are reported first
+    with pytest.raises(DataError, match=r"data set x: 3 NaN/Inf values in 2 of 10 items, the first in item 4"):
+        check_values(images, "x", levels=256)
+    images[4], images[9] = 0.0, 0.0
+    images[8, 0, 1, 0] = -1.5
+    with pytest.raises(DataError, match=r"2 out-of-range .* values in 2 of 10 items, the first in item 1"):
+        check_values(images, "x", levels=256)
+
+
 def test_discrete_data_outside_model_space_are_a_data_error() -> None:
     images = torch.zeros(5, 1, 2, 2)
     images[2, 0, 1, 1] = 1.5

@@ -383,6 +383,6 @@ def read_image(path: Path, mode: str) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode in HIGH_DEPTH_MODES:
                 raise DataError(f"{path}: mode {image.mode} has more than 8 bits per channel; expected 8-bit images.")
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            return np.array(image.convert(mode), dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path} is not a readable image ({exc}).") from exc

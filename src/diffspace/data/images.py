@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from diffspace.data.cifar import read_batch
 from diffspace.data.dataset import DataConfig, DatasetInfo, ImageDataset, split_generator
@@ -136,21 +137,29 @@ def load_folder(cfg: DataConfig, root: Path) -> ImageDataset:
         info = DatasetInfo("folder", images.channels, images.size, (0.0, 255.0), 256, None)
         return ImageDataset(images, None, info)
     mode, channels = ("L", 1) if cfg.grayscale else ("RGB", 3)
-    tensors = []
-    for path in paths:
-        array = read_image(path, mode).astype(np.int64)
-        chw = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], channels)).permute(2, 0, 1)
-        tensors.append(from_levels(chw.unsqueeze(0), 256))
-    if cfg.resolution:
+
+    def chw(path: Path) -> Tensor:
+        """One image as a (1, C, H, W) uint8 tensor."""
+        array = read_image(path, mode)
+        return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], channels)).permute(2, 0, 1)[None]
+
+    if cfg.resolution:  # every image resized as it is read, into one preallocated tensor
         method = resize_method("folder", cfg.resize)
-        tensors = [resize_images(t, cfg.resolution, method) for t in tensors]
-    sizes = sorted({tuple(t.shape[-2:]) for t in tensors})
-    if len(sizes) > 1:
-        listed = ", ".join(f"{w}×{h}" for h, w in sizes)
-        raise DataError(
-            f"folder data set: images under {directory} have different sizes ({listed}); "
-            "set DataConfig.resolution to resize them to one square size."
-        )
-    height, width = sizes[0]
-    info = DatasetInfo("folder", channels, (height, width), (0.0, 255.0), 256, None)
-    return ImageDataset(torch.cat(tensors), None, info)
+        images = torch.empty((len(paths), channels, cfg.resolution, cfg.resolution))
+        for i, path in enumerate(paths):
+            images[i] = resize_images(from_levels(chw(path), 256), cfg.resolution, method)[0]
+    else:  # the 8-bit images first (a quarter of the floats' size), then one float32 tensor
+        raw = [chw(path) for path in paths]
+        sizes = sorted({tuple(t.shape[-2:]) for t in raw})
+        if len(sizes) > 1:
+            listed = ", ".join(f"{w}×{h}" for h, w in sizes)
+            raise DataError(
+                f"folder data set: images under {directory} have different sizes ({listed}); "
+                "set DataConfig.resolution to resize them to one square size."
+            )
+        images = torch.empty((len(raw), channels, *sizes[0]))
+        for i, image in enumerate(raw):
+            images[i] = from_levels(image[0], 256)
+        del raw
+    info = DatasetInfo("folder", channels, tuple(images.shape[-2:]), (0.0, 255.0), 256, None)
+    return ImageDataset(images, None, info)

@@ -45,18 +45,27 @@ def validate(cfg: DataConfig) -> None:
     check_fields(cfg, "data.")
 
 
+#: Items checked at a time by `check_values`.
+CHECK_CHUNK = 4096
+
+
 def check_values(images: Tensor, name: str, levels: int | None) -> None:
     """DataError unless every value is finite and, for data with discrete levels, in model space
     [−1, 1] (to float32 rounding); the message names the data set, the count of bad values and the first bad item."""
-    bad = ~torch.isfinite(images)
-    what = "NaN/Inf"
-    if not bad.any() and levels is not None:
-        bad, what = images.abs() > 1.0 + 1e-5, "out-of-range (outside [−1, 1] in model space)"
-    if bad.any():
-        per_item = bad.flatten(1).any(1)
-        first = int(per_item.nonzero()[0])
-        raise DataError(f"data set {name}: {int(bad.sum())} {what} values in {int(per_item.sum())} of {len(images)} "
-                        f"items, the first in item {first}; repair or remove those items")
+    for what, is_bad in (("NaN/Inf", lambda x: ~torch.isfinite(x)),
+                         ("out-of-range (outside [−1, 1] in model space)", lambda x: x.abs() > 1.0 + 1e-5)):
+        if what != "NaN/Inf" and levels is None:
+            continue
+        count, items, first = 0, 0, None
+        for start in range(0, len(images), CHECK_CHUNK):  # in chunks: the masks stay small for large data sets
+            bad = is_bad(images[start : start + CHECK_CHUNK])
+            per_item = bad.flatten(1).any(1)
+            if per_item.any():
+                count, items = count + int(bad.sum()), items + int(per_item.sum())
+                first = start + int(per_item.nonzero()[0]) if first is None else first
+        if first is not None:
+            raise DataError(f"data set {name}: {count} {what} values in {items} of {len(images)} items, the first in "
+                            f"item {first}; repair or remove those items")
 
 
 def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None) -> ImageDataset:
