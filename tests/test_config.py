@@ -157,7 +157,7 @@ def test_sampler_knobs_round_trip_through_yaml_and_the_command_line(tmp_path) ->
     (["sample.sampler=ddim", "sample.options.churn=3"],
      "sampler 'ddim' has no option 'churn'; its options: grid, rho, t_end, denoise, eta"),
     (["sample.sampler=ddim", "sample.options.etaa=1"], "sampler 'ddim' has no option 'etaa' (did you mean 'eta'?)"),
-    (["sample.sampler=ddim", "sample.options.eta=fast"], "sample.eta must be a number; got 'fast'"),
+    (["sample.sampler=ddim", "sample.options.eta=fast"], "sample.options.eta must be a number; got 'fast'"),
     (["sample.sampler=tau_leaping", "process.kind=blackout", "sample.rho=3"],
      "sampler 'tau_leaping' has no option 'rho'; its options: grid"),
 ])

@@ -407,7 +407,8 @@ def check_sampler_options(sampler: str, options: typing.Mapping[str, Any], where
                 raise ConfigError(f"{where}.grid must be one of {', '.join(GRIDS)}; got {value!r}")
             out[name] = value
             continue
-        out[name] = coerce(value, _option_type(hints.get(name, str)), f"{where}.{name}")
+        key = f"{where}.{name}" if name in GRID_KNOBS else f"{where}.options.{name}"  # where the config keeps it
+        out[name] = coerce(value, _option_type(hints.get(name, str)), key)
     return out
 
 
