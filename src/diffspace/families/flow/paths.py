@@ -22,6 +22,7 @@ generation in the basis, in label order (lower label first).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -45,26 +46,26 @@ class PathPoint:
         return self.alpha * self.d_sigma - self.sigma * self.d_alpha
 
 
-class Path:
+class Path(ABC):
     """z_τ = a(τ) z₀ + s(τ) z₁; subclasses give a, s, a′, s′ and the log-SNR map γ ↔ τ."""
 
     name = ""
 
+    @abstractmethod
     def __call__(self, tau: Tensor) -> PathPoint:
         """(a, s, a′, s′) at path times τ."""
-        raise NotImplementedError
 
+    @abstractmethod
     def gamma(self, tau: Tensor) -> Tensor:
         """γ(τ) = log(s²/a²) (finite inside (0, 1))."""
-        raise NotImplementedError
 
+    @abstractmethod
     def d_gamma(self, tau: Tensor) -> Tensor:
         """dγ/dτ (> 0)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tau_of_gamma(self, gamma: Tensor) -> Tensor:
         """τ(γ), the inverse of `gamma`."""
-        raise NotImplementedError
 
 
 class OTPath(Path):

@@ -10,6 +10,7 @@ for a component-wise one. Every schedule is increasing from γ(0) (almost clean)
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +28,14 @@ def _as_time(t: Tensor) -> Tensor:
     return t.view(-1, 1, 1, 1)
 
 
-class Schedule(nn.Module):
+class Schedule(nn.Module, metaclass=ABCMeta):
     """γ(t) and its time derivative; subclasses implement `gamma_and_derivative`."""
 
     component_wise = False
 
+    @abstractmethod
     def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(γ(t), γ′(t)) broadcastable against (B, C, H, W)."""
-        raise NotImplementedError
 
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return self.gamma_and_derivative(t)
