@@ -67,7 +67,7 @@ def mean_gamma(process: GaussianDiffusion, softness: float | None = None) -> Gam
     """t (T,) ↦ γ̄(t) (T,): the mean over the components of γ_i(t) clamped to the schedule's range [γ_min, γ_max]
     (where a component is active; outside it is clean or pure noise), so that γ̄ spans that range."""
     table = gammas(process, softness)
-    low, high = schedule_range(process)
+    low, high = process.schedule.gamma_range()
     return lambda t: table(t).clamp(low, high).mean(1)
 
 
@@ -80,7 +80,7 @@ def window_progress(process: GaussianDiffusion, rho: float, t_end: float, softne
     """t (T,) ↦ U(t) (T,), the mean EDM progress of the components inside their active windows (module docstring);
     U(1) = 0, U(t_end) = 1, non-increasing in t."""
     schedule = process.schedule
-    low_gamma, high_gamma = schedule_range(process)
+    low_gamma, high_gamma = process.schedule.gamma_range()
     table = gammas(process, softness)
 
     def root(gamma: Tensor) -> Tensor:
@@ -105,15 +105,6 @@ def windows_grid(process: GaussianDiffusion, steps: int, rho: float, t_end: floa
     targets = torch.arange(steps + 1, dtype=torch.float64) / steps
     times = invert_increasing(lambda t: -progress(t), -targets, low=t_end, high=1.0)
     return pinned(times, t_end)
-
-
-def schedule_range(process: GaussianDiffusion) -> tuple[float, float]:
-    """(γ_min, γ_max): the clean and noisy targets of the schedule, whose interval is every active window."""
-    schedule = process.schedule
-    if hasattr(schedule, "gamma_min") and hasattr(schedule, "gamma_max"):
-        return float(schedule.gamma_min), float(schedule.gamma_max)
-    ends = schedule.gamma(torch.tensor([0.0, 1.0], dtype=torch.float64)).view(2, -1)
-    return float(ends[0].min()), float(ends[1].max())
 
 
 def time_grid(process: GaussianDiffusion, name: str, steps: int, rho: float | None, t_end: float,

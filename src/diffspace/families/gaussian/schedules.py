@@ -44,6 +44,11 @@ class Schedule(nn.Module, metaclass=ABCMeta):
         """γ(t) alone."""
         return self.gamma_and_derivative(t)[0]
 
+    def gamma_range(self) -> tuple[float, float]:
+        """(γ_min, γ_max): the clean end γ(0) and the noisy end γ(1), the extremes over the components."""
+        ends = self.gamma(torch.tensor([0.0, 1.0], dtype=torch.float64)).view(2, -1)
+        return float(ends[0].min()), float(ends[1].max())
+
     def time_of_gamma(self, gamma: Tensor, iterations: int = 60) -> Tensor:
         """t = γ⁻¹(g) for a scalar schedule, g of shape (B,), by bisection on [0, 1] (float64)."""
         if self.component_wise:
@@ -156,6 +161,10 @@ class SoftConditioning(Schedule):
         """Base schedule start γ_min − max l/s and slope from the shift l/s (again after loading a saved shift)."""
         self.start = self.gamma_min - float(self.shift.max())
         self.slope = (self.gamma_max - float(self.shift.min())) - self.start
+
+    def gamma_range(self) -> tuple[float, float]:
+        """(γ_min, γ_max): the clean and noisy targets, whose interval holds every component's active window."""
+        return self.gamma_min, self.gamma_max
 
     @property
     def hierarchy(self) -> float:
