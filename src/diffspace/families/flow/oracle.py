@@ -30,6 +30,7 @@ class FlowOracle(GaussianOracle):
 
     def __init__(self, process: FlowMatching, mean: Tensor, covariance: Tensor) -> None:
         super().__init__(process, mean, covariance)  # type: ignore[arg-type]
+        self._eigen_cache: tuple[Tensor, Tensor] | None = None
 
     def _path(self, t: Tensor, batch: int, cond: dict[str, Any]) -> tuple[Tensor, ...]:
         """a, s, a′, s′ of every sample's components at times t, each (B, D) in float64."""
@@ -58,10 +59,11 @@ class FlowOracle(GaussianOracle):
         return z0.view(batch, *self.shape), z1.view(batch, *self.shape)
 
     def _eigen(self) -> tuple[Tensor, Tensor]:
-        """(Λ, Q) with S_z = Q diag(Λ) Qᵀ, computed once."""
-        if getattr(self, "_eigen_cache", None) is None or self._eigen_cache[1].dtype != self.state_covariance.dtype:
-            self._eigen_cache = torch.linalg.eigh(self.state_covariance)
-        return self._eigen_cache
+        """(Λ, Q) with S_z = Q diag(Λ) Qᵀ, computed once (again if the module moved to another dtype or device)."""
+        cached, covariance = self._eigen_cache, self.state_covariance
+        if cached is None or (cached[1].dtype, cached[1].device) != (covariance.dtype, covariance.device):
+            self._eigen_cache = cached = torch.linalg.eigh(covariance)
+        return cached
 
     def _solve_each(self, alpha: Tensor, sigma: Tensor, centred: Tensor) -> Tensor:
         """K_b⁻¹ c_b for every row b, K_b = A_b S_z A_b + Σ_b² (rows of α, σ, c shaped (B, D))."""
