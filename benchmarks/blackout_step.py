@@ -1,10 +1,10 @@
 """Blackout sampling step cost with and without the log ŷ the samplers used to compute and discard.
 
 Before 79829c8 every sampler step called the rate with its logarithm, (ŷ, log ŷ), and used ŷ alone; the samplers
-now call `BlackoutProcess.remaining` (ŷ only). This runs the binomial-bridge sampler of the
+now call `BlackoutDiffusion.remaining` (ŷ only). This runs the binomial-bridge sampler of the
 `blackout-binarized-mnist` preset's network (untrained: the cost does not depend on the weights) both ways in
-alternating rounds and reports the median thread CPU time and wall time per run (the first round is a warm-up),
-then writes benchmarks/results/blackout_step-<device>.json.
+alternating rounds (`records.alternate`) and reports the median process CPU time and wall time per run (the first
+round is a warm-up), then writes benchmarks/results/blackout_step-<device>.json.
 
     python benchmarks/blackout_step.py                 # 1 thread, batch 32, 50 steps, 5 rounds
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+from collections.abc import Callable
 
 import torch
 
-from records import device_name, write_record
+from records import alternate, device_name, write_record
 
 
 def main() -> None:
@@ -40,30 +40,30 @@ def main() -> None:
     facts = DataFacts((1, 28, 28), 2)
     process = build_process(resolve_config(cfg.process, facts), facts=facts)
     net = build_net(cfg.model, 1, 1, (28, 28)).eval()
-    kind = type(process)
-    variants = {"ŷ only (now)": kind.remaining,
+    kind, now = type(process), type(process).remaining
+    variants = {"ŷ only (now)": now,
                 "ŷ and a discarded log ŷ (before)": lambda self, net, n, k, cond=None: self._rate(net, n, k, cond)[0]}
     sampler = get_sampler("binomial_bridge")
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+
+    def run(remaining: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def call() -> None:
+            kind.remaining = remaining
+            with torch.no_grad():
+                sampler(process, net, (args.batch, *facts.shape), args.steps,
+                        PerSampleGenerator.for_indices(0, range(args.batch), "cpu"))
+        return call
+
     load_before = os.getloadavg()
     try:
-        for r in range(args.rounds + 1):
-            for name in (list(variants) if r % 2 else list(variants)[::-1]):
-                kind.remaining = variants[name]
-                generator = PerSampleGenerator.for_indices(0, range(args.batch), "cpu")
-                with torch.no_grad():
-                    wall, cpu = time.perf_counter(), time.thread_time()
-                    sampler(process, net, (args.batch, *facts.shape), args.steps, generator)
-                    if r:
-                        times[name].append((time.thread_time() - cpu, time.perf_counter() - wall))
+        wall, cpu = alternate({name: run(fn) for name, fn in variants.items()}, args.rounds, 1, 1)
     finally:
-        kind.remaining = variants["ŷ only (now)"]
-    rows = [{"variant": name, "cpu_s": statistics.median(c for c, _ in runs),
-             "wall_s": statistics.median(w for _, w in runs)} for name, runs in times.items()]
+        kind.remaining = now
+    rows = [{"variant": name, "cpu_s": statistics.median(cpu[name]), "wall_s": statistics.median(wall[name])}
+            for name in variants]
     saved = 1 - rows[0]["cpu_s"] / rows[1]["cpu_s"]
     print(f"binomial bridge, {args.steps} steps, batch {args.batch}, {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
           f"-parameter U-Net, {args.threads} thread(s)")
-    print("| variant | thread CPU s | wall s |\n| --- | --- | --- |")
+    print("| variant | CPU s | wall s |\n| --- | --- | --- |")
     for row in rows:
         print(f"| {row['variant']} | {row['cpu_s']:.3f} | {row['wall_s']:.3f} |")
     print(f"CPU time saved: {100 * saved:.1f}%")

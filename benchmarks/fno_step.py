@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -35,7 +34,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from records import device_name, write_record
+from records import alternate, device_name, write_record
 
 #: The last commit whose FNO used 1×1 convolutions and index-gathered modes (the branch's start).
 BASE_COMMIT = "dcacd4d26fd4bfcafffda05f82333198fb04f5ad"
@@ -105,24 +104,6 @@ def sample_step(net: nn.Module, batch: int, size: int) -> Callable[[], None]:
             net(x, t)
 
     return step
-
-
-def alternate(steps: dict[str, Callable[[], None]], rounds: int, warmup: int, repeats: int
-              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall-clock and process CPU seconds per call of each closure, one list entry per timed round; the order
-    flips every round."""
-    names = list(steps)
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(warmup + rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(repeats):
-                steps[name]()
-            if r >= warmup:
-                wall[name].append((time.perf_counter() - start) / repeats)
-                cpu[name].append((time.process_time() - start_cpu) / repeats)
-    return wall, cpu
 
 
 def summarise(times: dict[str, list[float]], cpu: dict[str, list[float]], batch: int) -> dict[str, object]:
